@@ -1,0 +1,242 @@
+"""Naming and resolving checkpoints: Hub trajectories and local ones, each with its tokens.
+
+One scheme, ``<family>/<revision>``, used as the Hydra option of the ``checkpoint`` group::
+
+    checkpoint=embedded/tokens_4M            # the tiny trajectory this project pretrains
+    checkpoint=embedded/tokens_4M-cooldown   # its cooldown (annealed) branch
+    checkpoint=pythia-70m/step1000           # EleutherAI/pythia-70m @ revision step1000
+    checkpoint=olmo-1b/step20000-tokens84B   # allenai/OLMo-1B-hf @ that revision
+    checkpoint=local checkpoint.path=/runs/traj/tokens_8M   # any dir written by overtraining.pretrain
+    checkpoint=hub checkpoint.repo=org/name checkpoint.revision=rev checkpoint.tokens=123
+
+Every checkpoint knows its pretraining tokens, the x-axis of every plot: Pythia from the
+step (2,097,152 tokens per step), OLMo from the ``tokensNB`` in the revision name, local
+ones from the ``checkpoint.json`` that ``overtraining.pretrain`` writes beside the weights.
+
+List a family's checkpoints: ``python -m overtraining.checkpoints pythia-70m``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PYTHIA_TOKENS_PER_STEP = 2_097_152
+PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+PYTHIA_STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+# OLMo-1B-hf revisions named in the papers and the Hub page; the full list needs the Hub
+# (`list_repo_refs`), and its step -> tokens map is not a formula: the name is the truth.
+OLMO_1B_KNOWN = (
+    "step20000-tokens84B", "step117850-tokens494B", "step330000-tokens1384B",
+    "step440000-tokens1845B", "step550000-tokens2307B", "step660000-tokens2768B",
+    "step738020-tokens3094B",
+)
+# The embedded trajectory's token budgets (see conf/pretrain.yaml; kept equal by a test).
+EMBEDDED_BUDGETS = ("250K", "500K", "1M", "2M", "4M")
+
+
+@dataclass
+class CheckpointConfig:
+    """One checkpoint (the ``checkpoint`` config group).
+
+    Attributes:
+        family: embedded | pythia-<size>[-deduped] | olmo-1b | hub | local.
+        revision: the Hub revision (``stepN``), or the local trajectory's checkpoint name.
+        repo: Hub repo id (hub families); derived for pythia/olmo.
+        path: a local checkpoint directory (family local).
+        tokens: pretraining tokens; derived from the name or checkpoint.json when None.
+    """
+
+    family: str = "embedded"
+    revision: str = "tokens_4M"
+    repo: str = ""
+    path: str = ""
+    tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Where to load a checkpoint from, and how far it was pretrained."""
+
+    name: str  # "<family>/<revision>"
+    source: str  # Hub repo id or local directory
+    revision: str | None  # None for local directories
+    tokens: int
+    embedded: bool = False  # True: the project pretrains it on demand
+
+    @property
+    def local(self) -> bool:
+        return self.revision is None
+
+
+class UnknownCheckpointError(ValueError):
+    """A checkpoint name that no family knows."""
+
+
+def parse_token_label(label: str) -> int:
+    """``"250K"`` -> 250_000, ``"4M"`` -> 4_000_000, ``"84B"`` -> 84_000_000_000, ``"123"`` -> 123."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMBT]?)", label)
+    if not m:
+        raise ValueError(f"bad token count {label!r}: write e.g. 500K, 4M or 84B")
+    scale = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[m.group(2)]
+    return int(round(float(m.group(1)) * scale))
+
+
+def token_label(tokens: int) -> str:
+    """The inverse of ``parse_token_label`` for round numbers: 4_000_000 -> ``"4M"``."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if tokens >= scale and tokens % scale == 0:
+            return f"{tokens // scale}{suffix}"
+    return str(tokens)
+
+
+def pythia_families() -> list[str]:
+    return [f"pythia-{s}{d}" for s in PYTHIA_SIZES for d in ("", "-deduped")]
+
+
+def family_revisions(family: str) -> list[str]:
+    """The revisions of a family known offline (the Hub may have more for OLMo).
+
+    Raises:
+        UnknownCheckpointError: if the family is unknown (the message suggests the nearest).
+    """
+    if family == "embedded":
+        return [f"tokens_{b}{c}" for b in EMBEDDED_BUDGETS for c in ("", "-cooldown")]
+    if family in pythia_families():
+        return [f"step{s}" for s in PYTHIA_STEPS]
+    if family == "olmo-1b":
+        return list(OLMO_1B_KNOWN)
+    known = ["embedded", "olmo-1b", "hub", "local", *pythia_families()]
+    near = difflib.get_close_matches(family, known, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else f"; known: embedded, pythia-<size>, olmo-1b, hub, local"
+    raise UnknownCheckpointError(f"unknown checkpoint family {family!r}{hint}")
+
+
+def _hub_tokens(family: str, revision: str) -> int:
+    if family.startswith("pythia-"):
+        m = re.fullmatch(r"step(\d+)", revision)
+        if not m:
+            raise UnknownCheckpointError(f"Pythia revision {revision!r} is not 'stepN': use e.g. step1000")
+        return int(m.group(1)) * PYTHIA_TOKENS_PER_STEP
+    m = re.search(r"tokens(\d+)B", revision)
+    if not m:
+        raise UnknownCheckpointError(f"revision {revision!r} of {family} names no tokensNB: set checkpoint.tokens")
+    return int(m.group(1)) * 10**9
+
+
+def read_checkpoint_meta(path: Path) -> dict:
+    """The ``checkpoint.json`` that ``overtraining.pretrain`` writes beside a checkpoint."""
+    return json.loads((path / "checkpoint.json").read_text())
+
+
+def resolve(cfg: CheckpointConfig, trajectories_dir: str | Path) -> ResolvedCheckpoint:
+    """Resolves a checkpoint config to a source and a token count, loading nothing.
+
+    Args:
+        cfg: the checkpoint config.
+        trajectories_dir: where the project's own trajectories live (``<cache>/trajectories``).
+
+    Raises:
+        UnknownCheckpointError: unknown family/revision, or a local path that does not exist.
+    """
+    name = f"{cfg.family}/{cfg.revision}"
+    if cfg.family == "embedded":
+        m = re.fullmatch(r"tokens_(\w+?)(-cooldown)?", cfg.revision)
+        if not m:
+            raise UnknownCheckpointError(f"embedded revision {cfg.revision!r} is not tokens_<N>[-cooldown]")
+        path = Path(trajectories_dir) / "embedded" / cfg.revision
+        tokens = cfg.tokens if cfg.tokens is not None else parse_token_label(m.group(1))
+        if (path / "checkpoint.json").exists():
+            tokens = read_checkpoint_meta(path)["tokens"]
+        return ResolvedCheckpoint(name, str(path), None, tokens, embedded=True)
+    if cfg.family == "local":
+        path = Path(cfg.path)
+        if not (path / "config.json").exists():
+            raise UnknownCheckpointError(
+                f"local checkpoint {path} has no config.json: set checkpoint.path to a dir written by "
+                "overtraining.pretrain or save_pretrained"
+            )
+        meta = read_checkpoint_meta(path) if (path / "checkpoint.json").exists() else {}
+        tokens = cfg.tokens if cfg.tokens is not None else meta.get("tokens")
+        if tokens is None:
+            raise UnknownCheckpointError(f"local checkpoint {path} has no checkpoint.json: set checkpoint.tokens")
+        return ResolvedCheckpoint(f"local/{path.name}", str(path), None, int(tokens))
+    if cfg.family == "hub":
+        if not cfg.repo:
+            raise UnknownCheckpointError("checkpoint=hub needs checkpoint.repo=<org/name> (and .revision)")
+        tokens = cfg.tokens if cfg.tokens is not None else _hub_tokens(cfg.family, cfg.revision)
+        return ResolvedCheckpoint(f"{cfg.repo}/{cfg.revision}", cfg.repo, cfg.revision, tokens)
+    family_revisions(cfg.family)  # raises for unknown families
+    repo = cfg.repo or (f"EleutherAI/{cfg.family}" if cfg.family.startswith("pythia-") else "allenai/OLMo-1B-hf")
+    tokens = cfg.tokens if cfg.tokens is not None else _hub_tokens(cfg.family, cfg.revision)
+    return ResolvedCheckpoint(name, repo, cfg.revision, tokens)
+
+
+def check_option(option: str) -> None:
+    """Checks a ``checkpoint=<option>`` command-line value before Hydra composes anything.
+
+    Raises:
+        UnknownCheckpointError: one line, naming the nearest known option.
+    """
+    if option in ("hub", "local") or option.startswith("${"):
+        return
+    family, _, revision = option.partition("/")
+    revisions = family_revisions(family)
+    if revision not in revisions:
+        near = difflib.get_close_matches(revision, revisions, n=1, cutoff=0.5)
+        hint = f"did you mean {family}/{near[0]}?" if near else f"list them: python -m overtraining.checkpoints {family}"
+        extra = " (other OLMo revisions: checkpoint=hub checkpoint.repo=allenai/OLMo-1B-hf checkpoint.revision=...)"
+        raise UnknownCheckpointError(
+            f"unknown checkpoint {option!r}: {hint}" + (extra if family == "olmo-1b" else "")
+        )
+
+
+def register_options(cs) -> None:  # noqa: ANN001 - hydra ConfigStore
+    """Registers every ``<family>/<revision>`` as an option of the ``checkpoint`` group."""
+    cs.store(group="checkpoint", name="hub", node={"family": "hub", "revision": "main"})
+    cs.store(group="checkpoint", name="local", node={"family": "local", "revision": "", "path": "???"})
+    for family in ["embedded", "olmo-1b", *pythia_families()]:
+        for rev in family_revisions(family):
+            cs.store(group=f"checkpoint/{family}", name=rev, package="checkpoint",
+                     node={"family": family, "revision": rev})
+
+
+def list_checkpoints(family: str, online: bool = False) -> list[tuple[str, int]]:
+    """(revision, tokens) of a family, from the Hub when ``online`` (OLMo has many more)."""
+    revisions = family_revisions(family)
+    if online and family != "embedded":
+        from huggingface_hub import list_repo_refs
+
+        repo = f"EleutherAI/{family}" if family.startswith("pythia-") else "allenai/OLMo-1B-hf"
+        revisions = sorted(b.name for b in list_repo_refs(repo).branches if b.name != "main")
+    out = []
+    for rev in revisions:
+        if family == "embedded":
+            out.append((rev, parse_token_label(rev.removeprefix("tokens_").removesuffix("-cooldown"))))
+        else:
+            out.append((rev, _hub_tokens(family, rev)))
+    return sorted(out, key=lambda rt: rt[1])
+
+
+def main(argv: list[str]) -> int:
+    """``python -m overtraining.checkpoints [FAMILY] [--online]``: print revisions and tokens."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("families: embedded, olmo-1b, " + ", ".join(pythia_families()))
+        return 0
+    try:
+        rows = list_checkpoints(argv[0], online="--online" in argv)
+    except UnknownCheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for rev, tokens in rows:
+        print(f"{argv[0]}/{rev}\t{tokens:,} tokens")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
