@@ -64,6 +64,7 @@ def _cell_schema():  # noqa: ANN202 - builds the dataclass lazily (imports every
         seed: int = 0
         cache_dir: str = ".cache/overtraining"
         experiment: str = ""  # set by experiment presets, for the report
+        sweep_name: str = "default"  # names multirun/<sweep_name>/ and the W&B group
 
     return CellConfig
 

@@ -32,10 +32,10 @@ class ModelConfig:
 
     name: str = "tiny"
     arch: str = "gpt_neox"
-    hidden_size: int = 64
-    num_layers: int = 2
+    hidden_size: int = 96
+    num_layers: int = 3
     num_heads: int = 4
-    intermediate_size: int = 256
+    intermediate_size: int = 384
     max_seq_len: int = 512
     dtype: str = "auto"
     attn_implementation: str = "sdpa"

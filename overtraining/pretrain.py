@@ -171,12 +171,18 @@ def _cooldown(model, opt, tokens: np.ndarray, cfg: PretrainConfig, start_step: i
     return branch
 
 
-def train_trajectory(cfg: PretrainConfig) -> list[Path]:
-    """Pretrains (or resumes) the trajectory of ``cfg``; returns its checkpoint directories."""
+def train_trajectory(cfg: PretrainConfig, until: str = "") -> list[Path]:
+    """Pretrains (or resumes) the trajectory of ``cfg``; returns its checkpoint directories.
+
+    Args:
+        cfg: the recipe.
+        until: a budget label: stop once that checkpoint (and its cooldown branch) is saved;
+            a later call continues from there. Empty: train every budget.
+    """
     cfg.validate()
     out = cfg.resolved_out_dir()
     with _locked(out):
-        return _train(cfg, out)
+        return _train(cfg, out, until)
 
 
 def _check_recipe(out: Path, cfg: PretrainConfig) -> None:
@@ -192,7 +198,7 @@ def _check_recipe(out: Path, cfg: PretrainConfig) -> None:
         write_json_atomic(path, want)
 
 
-def _train(cfg: PretrainConfig, out: Path) -> list[Path]:
+def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
     _check_recipe(out, cfg)
     torch.manual_seed(cfg.seed)
     tpb = cfg.batch_size * cfg.seq_len
@@ -217,7 +223,7 @@ def _train(cfg: PretrainConfig, out: Path) -> list[Path]:
         step, history = st["step"], st["history"]
         log.info("resumed pretraining from step %d (%s)", step, state_path)
         print(f"resumed pretraining from step {step}")
-    last = max(todo.values())
+    last = todo[until] if until in todo else max(todo.values())
     model.train()
     t0, pbar = time.time(), tqdm(total=last, initial=step, desc=f"pretrain {out.name}", unit="step")
     while step < last:

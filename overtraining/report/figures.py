@@ -1,0 +1,234 @@
+"""The report's figures: each function draws one PNG and returns its path, or None when the
+sweep lacks the metrics it needs (so a partial sweep gives a partial report, not an error).
+
+Inputs are the cell table of ``overtraining.report.table`` (``df``, usable cells only) or a
+long curve table (``curve_frame``); ``metric`` is the ``<m>`` of ``base/<m>``/``ft/<m>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
+
+from overtraining.report import style
+from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
+from overtraining.report.table import per_checkpoint
+from overtraining.report.tradeoff import id_optimal_lr, pareto_front
+
+GAMMA = re.compile(r"^base/perturb/gamma=([^/]+)/delta_loss_mean$")
+SHARPNESS = {"base/sharpness/kl": "KL sharpness proxy (nats)",
+             "base/sharpness/hessian_top": "top Hessian eigenvalue",
+             "base/sharpness/hessian_trace": "Hessian trace (Hutchinson)"}
+
+
+def _has(df: pd.DataFrame, *cols: str) -> bool:
+    return not df.empty and all(c in df.columns and df[c].notna().any() for c in cols)
+
+
+def _best(metric: str) -> str:
+    return "min" if lower_is_better(metric) else "max"
+
+
+def _per_lr_vs_tokens(df: pd.DataFrame, col: str, ax, best: str | None = None) -> None:  # noqa: ANN001
+    """One line per (LR, branch) of ``col`` against tokens; colour = LR, style = branch."""
+    colors, styles = style.lr_colors(df["lr"]), style.branch_styles(df["branch"])
+    multi = len(styles) > 1
+    for (branch, lr), g in df.groupby(["branch", "lr"]):
+        ls, marker = styles[branch]
+        label = f"LR {format_lr(lr)}" + (f", {branch}" if multi else "")
+        style.mean_line(ax, g, "tokens", col, best, color=colors[lr], linestyle=ls, marker=marker, label=label)
+    style.tokens_axis(ax)
+
+
+def ood_vs_tokens(df: pd.DataFrame, metric: str, out: Path) -> Path | None:
+    """Base vs fine-tuned OOD metric against pretraining tokens, one line per LR (the U-shape)."""
+    ft, base = f"ft/{metric}", f"base/{metric}"
+    if not _has(df, ft):
+        return None
+    fig, (ax,) = style.new_figure(width=7.5)
+    if _has(df, base):
+        for branch, g in per_checkpoint(df, [base]).groupby("branch"):
+            ls, marker = style.branch_styles(df["branch"])[branch]
+            style.mean_line(ax, g, "tokens", base, color="black", linestyle="--", marker=marker,
+                            label="base model" + (f", {branch}" if df["branch"].nunique() > 1 else ""))
+    _per_lr_vs_tokens(df, ft, ax, best=_best(ft))
+    ax.set_ylabel(metric_label(metric))
+    style.auto_log_y(ax, df[[c for c in (ft, base) if c in df.columns]].to_numpy())
+    style.legend(ax, title="fine-tuned at (star = best budget)")
+    return style.save(fig, out, "ood_vs_tokens.png", f"{metric_label(metric)}: base vs fine-tuned")
+
+
+def forgetting_vs_tokens(df: pd.DataFrame, metric: str, out: Path) -> Path | None:
+    """Forgetting (base minus fine-tuned, positive = forgot) against tokens, per LR."""
+    col = f"forget/{metric}"
+    if not _has(df, col):
+        return None
+    fig, (ax,) = style.new_figure(width=7.5)
+    _per_lr_vs_tokens(df, col, ax)
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.set_ylabel(f"forgetting: change in {metric_label(metric)}\n(positive = forgot)")
+    style.legend(ax, title="fine-tuned at")
+    return style.save(fig, out, "forgetting_vs_tokens.png", "Forgetting against pretraining tokens")
+
+
+def id_vs_tokens(df: pd.DataFrame, id_metric: str, out: Path) -> Path | None:
+    """The fine-tuned ID metric against tokens, per LR."""
+    if not _has(df, id_metric):
+        return None
+    fig, (ax,) = style.new_figure(width=7.5)
+    _per_lr_vs_tokens(df, id_metric, ax, best=_best(id_metric))
+    ax.set_ylabel(metric_label(id_metric))
+    style.legend(ax, title="fine-tuned at")
+    return style.save(fig, out, "id_vs_tokens.png", "In-distribution (SFT task) metric after fine-tuning")
+
+
+def pareto(df: pd.DataFrame, id_metric: str, metric: str, out: Path) -> Path | None:
+    """ID vs OOD per checkpoint with each checkpoint's Pareto front; the ID-optimal LR vs tokens."""
+    ood = f"ft/{metric}"
+    if not _has(df, id_metric, ood) or df["lr"].nunique() < 2:
+        return None
+    fig, (ax, ax_lr) = style.new_figure(2, width=6.4)
+    means = df.groupby(["branch", "checkpoint", "tokens", "lr"], as_index=False)[[id_metric, ood]].mean()
+    colors = style.token_colors(means["tokens"])
+    markers = dict(zip(sorted(means["lr"].unique()), "osD^vP*X"))
+    hi_id, hi_ood = not lower_is_better(id_metric), not lower_is_better(ood)
+    for (_, ckpt, tokens), g in means.groupby(["branch", "checkpoint", "tokens"]):
+        front = g.iloc[pareto_front(g[id_metric].to_numpy(), g[ood].to_numpy(), hi_id, hi_ood)]
+        ax.plot(front[id_metric], front[ood], color=colors[tokens], linewidth=1.4, label=f"{ckpt} ({format_tokens(tokens)})")
+        for lr, row in g.set_index("lr").iterrows():
+            ax.scatter(row[id_metric], row[ood], color=colors[tokens], marker=markers[lr], s=36, edgecolor="black", linewidth=0.4)
+    for lr, m in markers.items():
+        ax.scatter([], [], marker=m, color="grey", label=f"LR {format_lr(lr)}")
+    ax.set_xlabel(metric_label(id_metric))
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title("ID vs OOD per checkpoint (lines: Pareto fronts)", fontsize=10)
+    style.legend(ax)
+    best = id_optimal_lr(df, id_metric)
+    for branch, g in best.groupby("branch"):
+        ls, marker = style.branch_styles(best["branch"])[branch]
+        ax_lr.plot(g["tokens"], g["lr"], linestyle=ls, marker=marker, color="black", label=branch)
+    style.tokens_axis(ax_lr)
+    ax_lr.set_yscale("log")
+    ax_lr.yaxis.set_major_formatter(FuncFormatter(lambda y, _: format_lr(y)))
+    ax_lr.set_ylabel("ID-optimal fine-tuning LR (log scale)")
+    ax_lr.set_title(f"LR with the best {metric_label(id_metric)}", fontsize=10)
+    if best["branch"].nunique() > 1:
+        style.legend(ax_lr, title="pretraining")
+    return style.save(fig, out, "pareto.png", "Tuned-LR trade-off")
+
+
+def sensitivity_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
+    """Loss rise under Gaussian weight noise (per gamma) against tokens, per branch."""
+    gammas = {float(m.group(1)): c for c in df.columns if (m := GAMMA.match(c)) and df[c].notna().any()}
+    if df.empty or not gammas:
+        return None
+    cols = [*gammas.values(), *(c.replace("_mean", "_std") for c in gammas.values())]
+    base = per_checkpoint(df, cols)
+    colors, styles = style.ramp(list(gammas), "magma"), style.branch_styles(base["branch"])
+    fig, (ax,) = style.new_figure(width=7.5)
+    for branch, g in base.groupby("branch"):
+        ls, marker = styles[branch]
+        for gamma, col in sorted(gammas.items()):
+            std = g[col.replace("_mean", "_std")] if col.replace("_mean", "_std") in g else None
+            label = f"gamma = {gamma:g}" + (f", {branch}" if len(styles) > 1 else "")
+            ax.errorbar(g["tokens"], g[col], yerr=std, color=colors[gamma], linestyle=ls, marker=marker,
+                        capsize=3, markersize=5, label=label)
+    style.tokens_axis(ax)
+    ax.set_ylabel("loss rise under noise, mean over draws (nats/token)")
+    style.auto_log_y(ax, base[list(gammas.values())].to_numpy())
+    style.legend(ax, title="noise theta + gamma * std(theta) * eps")
+    return style.save(fig, out, "sensitivity_vs_tokens.png", "Progressive sensitivity of the base model")
+
+
+def sharpness_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
+    """Sharpness (KL proxy, top Hessian eigenvalue, trace) of the base model against tokens."""
+    cols = [c for c in SHARPNESS if _has(df, c)]
+    if not cols:
+        return None
+    base = per_checkpoint(df, cols)
+    styles = style.branch_styles(base["branch"])
+    fig, axes = style.new_figure(len(cols), width=5.2)
+    for ax, col in zip(axes, cols):
+        for branch, g in base.groupby("branch"):
+            ls, marker = styles[branch]
+            ax.plot(g["tokens"], g[col], linestyle=ls, marker=marker, color="black", label=branch)
+        style.tokens_axis(ax)
+        ax.set_ylabel(SHARPNESS[col])
+        style.auto_log_y(ax, base[col].to_numpy())
+        if len(styles) > 1:
+            style.legend(ax, title="pretraining")
+    return style.save(fig, out, "sharpness_vs_tokens.png", "Sharpness of the base model through pretraining")
+
+
+def probe_key(probes: pd.DataFrame, metric: str) -> str | None:
+    """The probe column to plot: ``metric`` when probed, else the first other probed metric."""
+    if probes.empty or "sft_loss" not in probes.columns:
+        return None
+    if metric in probes.columns:
+        return metric
+    facts = {"cell_id", "checkpoint", "branch", "tokens", "lr", "seed", "step", "sft_loss"}
+    return next((c for c in probes.columns if c not in facts and pd.api.types.is_numeric_dtype(probes[c])), None)
+
+
+def ood_vs_sft_loss(probes: pd.DataFrame, metric: str, out: Path, max_panels: int = 6) -> Path | None:
+    """OOD metric against SFT training loss along each SFT run: one panel per checkpoint, colour = LR."""
+    key = probe_key(probes, metric)
+    if key is None:
+        return None
+    ckpts = probes.drop_duplicates("checkpoint").sort_values("tokens")["checkpoint"].tolist()
+    ckpts = [ckpts[i] for i in np.unique(np.linspace(0, len(ckpts) - 1, min(len(ckpts), max_panels)).round().astype(int))]
+    colors = style.lr_colors(probes["lr"])
+    fig, axes = style.new_figure(len(ckpts), width=4.2, height=4.0)
+    for ax, ckpt in zip(axes, ckpts):
+        for (lr, _cell), g in probes[probes["checkpoint"] == ckpt].groupby(["lr", "cell_id"]):
+            g = g.sort_values("step")
+            ax.plot(g["sft_loss"], g[key], marker=".", color=colors[lr], label=f"LR {format_lr(lr)}")
+        ax.invert_xaxis()  # SFT loss falls as training goes on: time runs left to right
+        ax.set_xlabel("SFT training loss (nats/token), falling ->")
+        ax.set_title(f"{ckpt} ({format_tokens(probes.loc[probes['checkpoint'] == ckpt, 'tokens'].iloc[0])})", fontsize=9)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    axes[0].set_ylabel(metric_label(key))
+    return style.save(fig, out, "ood_vs_sft_loss.png", "OOD metric at equal SFT loss, along SFT")
+
+
+def drift(df: pd.DataFrame, out: Path) -> Path | None:
+    """Representation drift (mean principal angle, CKA) against LR, one line per checkpoint."""
+    cols = [c for c in ("drift/mpa_mean", "drift/cka_mean") if _has(df, c)]
+    if not cols:
+        return None
+    labels = {"drift/mpa_mean": "mean principal angle, base vs FT (radians)",
+              "drift/cka_mean": "linear CKA, base vs FT (1 = same)"}
+    colors = style.token_colors(df["tokens"])
+    fig, axes = style.new_figure(len(cols), width=5.6)
+    for ax, col in zip(axes, cols):
+        for (ckpt, tokens), g in df.groupby(["checkpoint", "tokens"]):
+            style.mean_line(ax, g, "lr", col, color=colors[tokens], marker="o", label=f"{ckpt} ({format_tokens(tokens)})")
+        style.lr_axis(ax)
+        ax.set_ylabel(labels[col])
+        style.legend(ax, title="checkpoint")
+    return style.save(fig, out, "drift.png", "Representation drift against LR and checkpoint")
+
+
+def landscape(curve: pd.DataFrame, out: Path) -> Path | None:
+    """Loss along the line base (alpha = 0) -> fine-tuned (alpha = 1): one panel per LR."""
+    if curve.empty or not {"alpha", "loss"} <= set(curve.columns):
+        return None
+    lrs = sorted(curve["lr"].unique())
+    colors = style.token_colors(curve["tokens"])
+    fig, axes = style.new_figure(len(lrs), width=4.6, height=4.0)
+    for ax, lr in zip(axes, lrs):
+        for (tokens, _cell), g in curve[curve["lr"] == lr].groupby(["tokens", "cell_id"]):
+            ax.plot(g["alpha"], g["loss"], color=colors[tokens], label=format_tokens(tokens))
+        ax.set_xlabel("interpolation alpha (0 = base, 1 = fine-tuned)")
+        ax.set_title(f"fine-tuned at LR {format_lr(lr)}", fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), title="pretraining tokens", fontsize=7, title_fontsize=7)
+    axes[0].set_ylabel("loss (nats/token)")
+    return style.save(fig, out, "landscape.png", "Loss landscape between base and fine-tuned models")

@@ -1,0 +1,127 @@
+"""The report's plot style: colours per LR / budget, line styles per branch, axes, saving.
+
+One place so every figure reads the same way: LRs are a plasma ramp (dark = small LR),
+token budgets a viridis ramp (dark = few tokens), pretraining branches line styles, the
+base model black and dashed. Token axes are log-scaled with ``250K``/``4M`` tick labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: the report runs on clusters and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from overtraining.report.labels import format_lr, format_tokens  # noqa: E402
+
+DPI = 110
+BRANCH_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+TOKENS_LABEL = "pretraining tokens (log scale)"
+
+
+def ramp(values: Sequence[float], cmap: str, log: bool = True) -> dict[float, tuple]:
+    """Colours for sorted distinct ``values`` along a colormap (log-spaced when ``log``)."""
+    vals = sorted(set(float(v) for v in values))
+    pos = np.log(vals) if log and min(vals) > 0 else np.asarray(vals, float)
+    span = pos.max() - pos.min() if len(vals) > 1 else 1.0
+    cm = plt.get_cmap(cmap)
+    return {v: cm(0.05 + 0.8 * (p - pos.min()) / span) for v, p in zip(vals, pos)}
+
+
+def lr_colors(lrs: Sequence[float]) -> dict[float, tuple]:
+    return ramp(lrs, "plasma")
+
+
+def token_colors(tokens: Sequence[float]) -> dict[float, tuple]:
+    return ramp(tokens, "viridis")
+
+
+def branch_styles(branches: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(linestyle, marker) per branch; the first (sorted) branch is solid with circles."""
+    return {b: BRANCH_STYLES[i % len(BRANCH_STYLES)] for i, b in enumerate(sorted(set(branches)))}
+
+
+def new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Figure, list[Axes]]:
+    """A figure with ``ncols`` side-by-side panels."""
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def tokens_axis(ax: Axes) -> None:
+    """Log-scaled x axis of pretraining tokens with short tick labels."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_tokens(x)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+    ax.set_xlabel(TOKENS_LABEL)
+
+
+def lr_axis(ax: Axes) -> None:
+    """Log-scaled x axis of fine-tuning learning rates."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_lr(x)))
+    ax.set_xlabel("fine-tuning learning rate (log scale)")
+
+
+def auto_log_y(ax: Axes, values: np.ndarray) -> None:
+    """Log-scales y when the positive values span more than a factor of 20."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) and v.min() > 0 and v.max() / v.min() > 20:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{ax.get_ylabel()} (log scale)")
+
+
+def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None, **style) -> None:
+    """Mean of ``y`` over rows sharing ``x``, with +-1 std error bars where there are several.
+
+    Args:
+        ax: the axes.
+        g: rows of one line.
+        x: x column (e.g. ``tokens``).
+        y: y column.
+        best: ``"min"``/``"max"`` to ring the best point with a star, or None.
+        **style: passed to ``Axes.errorbar`` (color, label, linestyle, marker...).
+    """
+    stats = g.dropna(subset=[y]).groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+    if stats.empty:
+        return
+    err = stats["std"].where(stats["count"] > 1)
+    ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
+                capsize=3, markersize=5, linewidth=1.6, **style)
+    if best and len(stats) > 2:
+        i = stats["mean"].idxmin() if best == "min" else stats["mean"].idxmax()
+        ax.plot([i], [stats["mean"][i]], marker="*", markersize=15, color=style.get("color"),
+                markeredgecolor="black", linestyle="none", zorder=5)
+
+
+def legend(ax: Axes, title: str | None = None) -> None:
+    """A legend inside the axes when short, outside on the right when long."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) > 6:
+        ax.legend(title=title, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(title=title, fontsize=8, title_fontsize=8)
+
+
+def save(fig: Figure, out: Path, name: str, title: str | None = None) -> Path:
+    """Saves ``fig`` as ``out/name`` (PNG), closes it and returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=12)
+    for ax in fig.axes:
+        ax.grid(True, which="major", alpha=0.3)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path

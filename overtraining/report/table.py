@@ -1,0 +1,128 @@
+"""Records -> pandas: one row per cell (facts + metric columns), and long tables of curves.
+
+The cell table's columns: the record's facts (``cell_id``, ``status``, ``checkpoint``,
+``tokens``, ``lr``, ``schedule``, ``sft_data``, ``seed``), the fine-tuning LR schedule's name
+(``lr_schedule``), the pretraining ``branch`` (the schedule the checkpoint was pretrained
+with, ``+ cooldown`` for annealed branches), then every metric name as its own column
+(NaN where a cell lacks it). ``cells.csv`` and ``cells.parquet`` hold the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from overtraining.results import CellRecord
+
+FACTS = ("cell_id", "status", "checkpoint", "tokens", "lr", "schedule", "sft_data", "seed")
+METRIC_PREFIXES = ("base/", "ft/", "forget/", "drift/", "sft/")
+# Cells whose metrics are meaningful; diverged/failed ones stay in the table, not in plots.
+GOOD_STATUSES = ("completed", "target_reached")
+
+
+def pretrain_branch(checkpoint: str, config: dict[str, Any]) -> str:
+    """The pretraining branch of a checkpoint: its pretraining schedule, ``+ cooldown`` if annealed.
+
+    Args:
+        checkpoint: the checkpoint name; names ending in ``-cooldown`` are annealed branches.
+        config: the cell's resolved config; ``pretrain_schedule`` may be a name or a dict
+            with ``name`` (absent for Hub checkpoints, whose schedule the report cannot know).
+
+    Returns:
+        e.g. ``"wsd"``, ``"wsd + cooldown"``, ``"main"`` (schedule unknown).
+    """
+    sched = config.get("pretrain_schedule")
+    if isinstance(sched, dict):
+        sched = sched.get("name") or sched.get("schedule")
+    label = str(sched) if sched else "main"
+    if checkpoint.endswith("-cooldown") and "cooldown" not in label:
+        label = f"{label} + cooldown"
+    return label
+
+
+def record_row(record: CellRecord) -> dict[str, Any]:
+    """One cell's row: its facts, schedule names and flat metrics."""
+    row: dict[str, Any] = {k: getattr(record, k) for k in FACTS}
+    lr_schedule = record.config.get("lr_schedule")
+    row["lr_schedule"] = lr_schedule.get("name", "") if isinstance(lr_schedule, dict) else str(lr_schedule or "")
+    row["branch"] = pretrain_branch(record.checkpoint, record.config)
+    row.update({k: _number(v) for k, v in record.metrics.items()})
+    return row
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def records_to_frame(records: Sequence[CellRecord]) -> pd.DataFrame:
+    """The cell table, sorted by branch, tokens, LR and seed.
+
+    Args:
+        records: the sweep's records.
+
+    Returns:
+        One row per cell; metric columns are float, in sorted order after the facts.
+    """
+    df = pd.DataFrame([record_row(r) for r in records])
+    if df.empty:
+        return df
+    facts = [*FACTS, "lr_schedule", "branch"]
+    metrics = sorted(c for c in df.columns if c not in facts)
+    df = df[facts + metrics].astype({"tokens": "int64", "lr": "float64", "seed": "int64"})
+    return df.sort_values(["branch", "tokens", "lr", "seed"], kind="stable").reset_index(drop=True)
+
+
+def metric_columns(df: pd.DataFrame, prefix: str = "") -> list[str]:
+    """The metric columns of ``df`` that start with ``prefix`` (all metrics when empty)."""
+    return [c for c in df.columns if c.startswith(METRIC_PREFIXES) and c.startswith(prefix)]
+
+
+def usable(df: pd.DataFrame) -> pd.DataFrame:
+    """The cells whose metrics the figures may use (completed or target reached)."""
+    return df[df["status"].isin(GOOD_STATUSES)] if not df.empty else df
+
+
+def per_checkpoint(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Base-model metrics, one row per checkpoint (cells of a checkpoint share its base probes).
+
+    Returns:
+        Columns ``checkpoint``, ``branch``, ``tokens`` and the mean of each of ``columns``.
+    """
+    cols = [c for c in columns if c in df.columns]
+    return df.groupby(["checkpoint", "branch", "tokens"], as_index=False)[cols].mean().sort_values("tokens")
+
+
+def curve_frame(records: Sequence[CellRecord], name: str) -> pd.DataFrame:
+    """One curve of every usable cell as a long table (one row per curve point).
+
+    Args:
+        records: the sweep's records.
+        name: the curve's key in ``record.curves``: ``sft``, ``probes`` or ``landscape``.
+
+    Returns:
+        The curve's fields plus ``cell_id``, ``checkpoint``, ``branch``, ``tokens``, ``lr``,
+        ``seed``; empty when no cell has the curve.
+    """
+    rows = []
+    for r in records:
+        if r.status not in GOOD_STATUSES:
+            continue
+        facts = {"cell_id": r.cell_id, "checkpoint": r.checkpoint, "tokens": r.tokens, "lr": r.lr,
+                 "seed": r.seed, "branch": pretrain_branch(r.checkpoint, r.config)}
+        rows += [{**facts, **point} for point in r.curves.get(name, [])]
+    return pd.DataFrame(rows)
+
+
+def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:
+    """Writes ``cells.csv`` and ``cells.parquet`` into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv, parquet = out / "cells.csv", out / "cells.parquet"
+    df.to_csv(csv, index=False)
+    df.to_parquet(parquet, index=False)
+    return csv, parquet
