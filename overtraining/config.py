@@ -110,12 +110,21 @@ def precheck_overrides(argv: list[str]) -> None:
             if key == "checkpoint":
                 for v in values:
                     check_option(v)
+            elif (CONF_DIR / key.lstrip("+~")).is_dir() and "/" not in key:
+                for v in values:
+                    _check_group_option(key.lstrip("+~"), v)
             if key == "lr":
                 for v in values:
                     if float(v) <= 0:
                         raise ValueError(f"lr must be > 0, got {v}: pass e.g. lr=1e-4")
         except (UnknownCheckpointError, ValueError) as err:
             raise SystemExit(f"error: {err}")
+
+
+def _check_group_option(group: str, option: str) -> None:
+    names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    if option not in names and option != "null":
+        raise ValueError(f"unknown {group} option {option!r}{suggest(option, names)}; options: {', '.join(names)}")
 
 
 def hydra_pretrain_main(task: Callable[[PretrainConfig], object]) -> None:

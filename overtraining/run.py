@@ -147,7 +147,7 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     from overtraining.evaluation.perplexity import perplexity
     from overtraining.geometry.config import measure_checkpoint, measure_pair
     from overtraining.models import load_model, load_tokenizer
-    from overtraining.tracking import make_sink
+    from overtraining.tracking import make_sink, run_id_for
     from overtraining.training.sft import finetune
 
     device = pick_device(cfg.trainer.device)
@@ -167,7 +167,8 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     record.notes.append("base evaluation: " + ("cache hit" if hit else "computed"))
     record.timings["base_s"] = time.time() - t0
 
-    sink = make_sink(cfg.logger, record.config, group=group, run_id=record.cell_id,
+    sink = make_sink(cfg.logger, {**record.config, "tokens": record.tokens, "checkpoint_name": record.checkpoint},
+                     group=group, run_id=run_id_for(f"{group}/{record.cell_id}"),
                      name=f"{ckpt.name} lr={cfg.lr:g}", run_dir=run_dir)
     probe_text = corpus.text("ood_prose")[:40_000]
 

@@ -6,7 +6,7 @@ module writes deterministically (fixed seeds, fixed order) into ``<cache_dir>/ev
 * ``embedded_prose_cloze`` (multiple_choice, OOD prose): the first half of a sentence from
   the pydoc reference topics; choices are its true second half and the second halves of
   three other sentences. Random = 0.25.
-* ``embedded_code_mc`` (multiple_choice, OOD code): six lines of the stdlib test suite;
+* ``embedded_code_mc`` (multiple_choice, OOD code): four lines of the stdlib test suite;
   choices are the true next line and three lines from elsewhere, re-indented like the true
   one (so indentation gives nothing away). Skipped where the corpus has no ``ood_tests``.
 * ``embedded_prose_ppl`` (loglikelihood_rolling): prose paragraphs of the reference topics;
@@ -37,10 +37,10 @@ from overtraining.data.corpus import Corpus
 EMBEDDED_TASKS = ("embedded_prose_cloze", "embedded_code_mc", "embedded_prose_ppl")
 TASKS_VERSION = 1
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
-N_DOCS = {"embedded_prose_cloze": 150, "embedded_code_mc": 150, "embedded_prose_ppl": 100}
+N_DOCS = {"embedded_prose_cloze": 100, "embedded_code_mc": 100, "embedded_prose_ppl": 100}
 _SOURCE = {"embedded_prose_cloze": "ood_prose", "embedded_code_mc": "ood_tests", "embedded_prose_ppl": "ood_prose"}
 _N_CHOICES = 4
-_CODE_CONTEXT_LINES = 6
+_CODE_CONTEXT_LINES = 4
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"(])")
 
 
@@ -90,7 +90,7 @@ def _is_code_target(line: str) -> bool:
 
 
 def code_mc_docs(text: str, n: int, seed: int = 0) -> list[dict]:
-    """Next-line docs: six lines of code vs four candidate next lines at the same indentation."""
+    """Next-line docs: four lines of code vs four candidate next lines at the same indentation."""
     rng = random.Random(f"embedded_code_mc-{seed}")
     lines = text.splitlines()
     k = _CODE_CONTEXT_LINES
@@ -108,9 +108,9 @@ def code_mc_docs(text: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def prose_ppl_docs(text: str, n: int, seed: int = 0) -> list[dict]:
-    """Perplexity docs: prose paragraphs of 200-1000 characters, in corpus order."""
+    """Perplexity docs: prose paragraphs of 200-600 characters, in corpus order."""
     rng = random.Random(f"embedded_prose_ppl-{seed}")
-    paras = [p for p in prose_paragraphs(text) if 200 <= len(p) <= 1000]
+    paras = [p for p in prose_paragraphs(text) if 200 <= len(p) <= 600]
     return [{"text": paras[i]} for i in sorted(rng.sample(range(len(paras)), min(n, len(paras))))]
 
 

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from overtraining.data.corpus import build_embedded_corpus
 from overtraining.evaluation.config import EvalConfig, check_name
 from overtraining.evaluation.embedded_tasks import EMBEDDED_TASKS, task_configs
+from overtraining.evaluation.perplexity import scoring_mode
 
 _QUIET_LOGGERS = ("lm_eval", "datasets", "fsspec", "filelock", "urllib3")
 
@@ -91,15 +92,16 @@ def flatten_results(results: dict) -> dict[str, float]:
     """lm-eval's ``results`` section -> ``{"ood/<task>/<metric>": value}`` (numbers only).
 
     lm-eval keys metrics as ``"<metric>,<filter>"``; the filter is kept as a suffix only
-    when it is not ``none``. Standard errors and non-numeric fields are dropped.
+    when it is not ``none``. Standard errors and keys without a filter (``alias``,
+    ``sample_len``) are dropped.
     """
     flat = {}
     for task, metrics in results.items():
         for key, value in metrics.items():
-            metric, _, filt = key.partition(",")
-            if "_stderr" in metric or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            name = metric if filt in ("", "none") else f"{metric}_{filt}"
+            metric, comma, filt = key.partition(",")
+            if not comma or "_stderr" in metric or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # alias, sample_len, stderrs: not metrics
+            name = metric if filt == "none" else f"{metric}_{filt}"
             flat[f"ood/{task}/{name}"] = float(value)
     return flat
 
@@ -133,13 +135,9 @@ def run_lm_eval(model, tokenizer, cfg: EvalConfig, cache_dir: str | os.PathLike)
         return {}
     import lm_eval
 
-    was_training = model.training
-    try:
-        with quiet_lm_eval():
-            specs, needs_registry = _task_specs(tasks, cache_dir)
-            task_dict = _load_tasks(specs, needs_registry)
-            out = lm_eval.evaluate(lm=_hflm(model, tokenizer, cfg), task_dict=task_dict, limit=cfg.limit,
-                                   bootstrap_iters=0, log_samples=False)
-    finally:
-        model.train(was_training)
+    with quiet_lm_eval(), scoring_mode(model):
+        specs, needs_registry = _task_specs(tasks, cache_dir)
+        task_dict = _load_tasks(specs, needs_registry)
+        out = lm_eval.evaluate(lm=_hflm(model, tokenizer, cfg), task_dict=task_dict, limit=cfg.limit,
+                               bootstrap_iters=0, log_samples=False)
     return flatten_results(out["results"]) if out else {}

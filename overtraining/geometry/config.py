@@ -26,7 +26,7 @@ from torch import nn
 from overtraining.geometry.drift import drift_by_layer
 from overtraining.geometry.landscape import interpolation_losses, random_slice
 from overtraining.geometry.perturbation import PERTURB_MODES, Batch, perturbation_sensitivity
-from overtraining.geometry.sharpness import kl_sharpness, lanczos_top_eigenvalue, hutchinson_trace, model_hvp
+from overtraining.geometry.sharpness import hutchinson_trace, kl_sharpness, lanczos_top_eigenvalue, model_hvp
 
 ESTIMATORS = ("perturbation", "kl", "hessian_top", "hessian_trace")
 
@@ -64,6 +64,7 @@ class GeometryConfig:
         landscape_2d_points: grid points per axis of a 2D slice around the base (0 = off).
         landscape_2d_span: the 2D grid spans [-span, span] in filter-normalised units.
         seed: seed of every noise draw, probe and direction.
+        on_finetuned: ``run.py`` also runs ``measure_checkpoint`` on the fine-tuned model.
     """
 
     estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl"])
@@ -85,6 +86,7 @@ class GeometryConfig:
     landscape_2d_points: int = 0
     landscape_2d_span: float = 1.0
     seed: int = 0
+    on_finetuned: bool = False
 
     def __post_init__(self) -> None:
         for name in self.estimators:
@@ -142,7 +144,9 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
     if "perturbation" in cfg.estimators:
         metrics.update(_perturbation_metrics(model, batches, cfg))
     if "kl" in cfg.estimators:
-        metrics["sharpness/kl"] = kl_sharpness(model, batches, sigma=cfg.kl_sigma, samples=cfg.kl_samples, seed=cfg.seed)
+        metrics["sharpness/kl"] = kl_sharpness(
+            model, batches, sigma=cfg.kl_sigma, samples=cfg.kl_samples, seed=cfg.seed
+        )
     if {"hessian_top", "hessian_trace"} & set(cfg.estimators):
         metrics.update(_hessian_metrics(model, batches, cfg))
     return metrics

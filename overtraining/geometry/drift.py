@@ -27,7 +27,7 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from overtraining.geometry.perturbation import Batch, eval_mode
+from overtraining.geometry.perturbation import Batch, eval_mode, on_model_device
 
 
 def resolve_layers(layers: Sequence[int], num_states: int) -> list[int]:
@@ -59,7 +59,7 @@ def hidden_states(model: nn.Module, batches: Sequence[Batch], layers: Sequence[i
     """
     rows: dict[int, list[Tensor]] = {}
     with eval_mode(model):
-        for batch in batches:
+        for batch in on_model_device(model, batches):
             mask = batch.get("attention_mask")
             out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True)
             keep = torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()  # (B, T)
@@ -136,4 +136,7 @@ def drift_by_layer(
     """
     xs = hidden_states(base, batches, layers)
     ys = hidden_states(finetuned, batches, layers)
-    return {layer: LayerDrift(mean_principal_angle(xs[layer], ys[layer], k), linear_cka(xs[layer], ys[layer])) for layer in xs}
+    return {
+        layer: LayerDrift(mean_principal_angle(xs[layer], ys[layer], k), linear_cka(xs[layer], ys[layer]))
+        for layer in xs
+    }

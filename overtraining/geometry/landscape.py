@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from overtraining.geometry.perturbation import Batch, evaluate_loss, gaussian_like, restored, unique_parameters
+from overtraining.geometry.perturbation import (
+    Batch,
+    evaluate_loss,
+    gaussian_like,
+    on_model_device,
+    restored,
+    unique_parameters,
+)
 
 
 def matched_parameters(base: nn.Module, other: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
@@ -56,10 +63,12 @@ def interpolation_losses(
         The token-weighted mean loss at each alpha, in order.
     """
     params, targets = matched_parameters(base, finetuned)
+    batches = on_model_device(base, batches)  # once, not at every alpha
     losses = []
     with restored(params) as start:
+        ends = start if finetuned is base else targets  # the same model: a flat line
         for alpha in alphas:
-            for p, p0, p1 in zip(params, start, targets, strict=True):
+            for p, p0, p1 in zip(params, start, ends, strict=True):
                 p.copy_(torch.lerp(p0, p1.to(device=p0.device, dtype=p0.dtype), float(alpha)))
             losses.append(evaluate_loss(base, batches))
     return losses
@@ -89,9 +98,7 @@ def filter_normalized_direction(params: Sequence[Tensor], seed: int) -> list[Ten
 
 
 @torch.no_grad()
-def random_slice(
-    model: nn.Module, batches: Sequence[Batch], coords: Sequence[float], seed: int = 0
-) -> np.ndarray:
+def random_slice(model: nn.Module, batches: Sequence[Batch], coords: Sequence[float], seed: int = 0) -> np.ndarray:
     """Loss on the plane theta + x * d1 + y * d2 through ``model``'s parameters.
 
     Args:
@@ -104,6 +111,7 @@ def random_slice(
         (len(coords), len(coords)) array, ``[i, j]`` the loss at x = coords[i], y = coords[j].
     """
     params = unique_parameters(model)
+    batches = on_model_device(model, batches)
     d1 = filter_normalized_direction(params, seed)
     d2 = filter_normalized_direction(params, seed + 1)
     grid = np.empty((len(coords), len(coords)))

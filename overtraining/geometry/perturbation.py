@@ -14,7 +14,9 @@ The per-tensor scale s_i depends on the mode:
 Tied tensors (``lm_head`` tied to the embeddings) are one ``Parameter`` and are perturbed
 once: parameters come from ``model.parameters()``, which de-duplicates shared tensors.
 For each seed the same eps is used at every gamma (common random numbers), so the
-delta-vs-gamma curve of one seed is smooth.
+delta-vs-gamma curve of one seed is smooth. The noise is added in the model's own dtype:
+in bf16 (relative spacing 2^-8) gammas below ~0.01 partly round away, so pass an fp32
+model when probing small gammas.
 
 No persistent change: the parameters are snapshot once (a clone), noise is added in
 place, and after each evaluation the snapshot is copied back (``Tensor.copy_``: exact,
@@ -110,6 +112,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def on_model_device(model: nn.Module, batches: Sequence[Batch]) -> list[Batch]:
+    """``batches`` moved to the device of the model's parameters (no copy where already there)."""
+    device = next(model.parameters()).device
+    return [{k: v.to(device) for k, v in batch.items()} for batch in batches]
+
+
 def target_count(batch: Batch) -> int:
     """Number of next-token targets the HF causal-LM loss averages over."""
     return int((batch["labels"][:, 1:] != -100).sum())  # labels are shifted inside the model
@@ -124,7 +132,7 @@ def evaluate_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
     """
     total, count = 0.0, 0
     with eval_mode(model):
-        for batch in batches:
+        for batch in on_model_device(model, batches):
             n = target_count(batch)
             total += float(model(**batch).loss) * n
             count += n
@@ -214,6 +222,7 @@ def perturbation_sensitivity(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    batches = on_model_device(model, batches)  # once, not at every evaluation
     params = unique_parameters(model)
     unit_scales = [noise_scale(p, mode) for p in params]
     base_loss = evaluate_loss(model, batches)

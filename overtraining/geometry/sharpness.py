@@ -7,19 +7,23 @@
   fp32 copy when the model is bf16/fp16 (bf16 spacing near 0.02 is ~1e-4: noise of 1e-5
   would round away). The KL itself is computed from the logit shift d = z_q - z_p as
   log E_p[exp(d - E_p d)] with ``expm1``/``log1p``: the textbook sum p (log p - log q)
-  subtracts two log-softmaxes whose fp32 rounding (~1e-7) exceeds a KL of ~1e-9.
+  subtracts two log-softmaxes whose fp32 rounding (~1e-7) exceeds a KL of ~1e-9. On the
+  test model (sigma 1e-5) the textbook fp32 formula gives -4.0e-9, ours 1.07565e-8, an
+  fp64 reference 1.07565e-8.
 - ``lanczos_top_eigenvalue`` and ``hutchinson_trace`` are generic: they take an
   ``hvp(v: list[Tensor]) -> list[Tensor]`` closure and tensors shaped like v, so they
   are tested on a quadratic 0.5 x^T A x with known A. ``model_hvp`` builds the closure
   for a causal LM over fixed batches.
 
-HVPs use double backward (reverse-over-reverse): on the 385K-parameter byte GPT-NeoX
-(batch 8 x 128, 2 CPU cores) it costs ~2.5x a gradient against ~3.1x for torch.func
-``jvp(grad(f))`` (forward-over-reverse), and its first-order graph can be kept between
-HVPs (``cache_graph=True``) so that each further HVP is one extra backward only (~1.6x a
-gradient). See ``benchmarks/bench_hvp.py``. HVPs run in fp32 with the math SDPA kernel
-(double backward is not implemented for flash / memory-efficient attention), in eval
-mode; do not use torch.compile or reentrant checkpointing around them.
+HVPs use double backward (reverse-over-reverse), the faster of the two on the
+385K-parameter byte GPT-NeoX (batch 8 x 128, 2 shared CPU cores, ``benchmarks/bench_hvp.py``):
+one HVP costs 3.0-3.9x a gradient, against 3.6-4.1x for torch.func ``jvp(grad(f))``
+(forward-over-reverse). Double backward can also keep its first-order graph between HVPs
+(``cache_graph=True``, the default), so that every further HVP is one extra backward:
+2.0-2.3x a gradient. Lanczos reaches 1% of its converged top eigenvalue in 3-4 HVPs there.
+HVPs run in fp32 with the math SDPA kernel (double backward is not implemented for flash /
+memory-efficient attention), in eval mode; do not use torch.compile or reentrant
+checkpointing around them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from overtraining.geometry.perturbation import (
     derived_seed,
     eval_mode,
     gaussian_like,
+    on_model_device,
     restore_,
     restored,
     target_count,
@@ -108,7 +113,7 @@ def kl_sharpness(
     params = unique_parameters(work)
     per_batch = []
     with restored(params) as snapshot, eval_mode(work):
-        for b, batch in enumerate(batches):
+        for b, batch in enumerate(on_model_device(work, batches)):
             inputs = {k: v for k, v in batch.items() if k != "labels"}  # no loss needed
             mask = _position_mask(batch)  # (B, T)
             clean = work(**inputs).logits.float()[mask]  # (N, V)
@@ -257,7 +262,8 @@ def model_hvp(model: nn.Module, batches: Sequence[Batch], cache_graph: bool = Tr
         ``(hvp, params)``: the closure and the parameter tensors (templates for v).
     """
     work = fp32_model(model)
-    names, params = zip(*[(n, p.detach().requires_grad_()) for n, p in work.named_parameters()])
+    batches = on_model_device(work, batches)
+    names, params = zip(*[(n, p.detach().requires_grad_()) for n, p in work.named_parameters()], strict=True)
     params = list(params)
     counts = [target_count(b) for b in batches]
     weights = [n / sum(counts) for n in counts]
@@ -267,7 +273,7 @@ def model_hvp(model: nn.Module, batches: Sequence[Batch], cache_graph: bool = Tr
         if i in cache:
             return cache[i]
         with sdpa_kernel(SDPBackend.MATH), eval_mode(work):
-            loss = functional_call(work, dict(zip(names, params)), args=(), kwargs=batches[i]).loss
+            loss = functional_call(work, dict(zip(names, params, strict=True)), args=(), kwargs=batches[i]).loss
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True, materialize_grads=True)
         if cache_graph:
             cache[i] = grads

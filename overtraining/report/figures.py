@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
 
 from overtraining.report import style
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
@@ -20,13 +19,21 @@ from overtraining.report.table import per_checkpoint
 from overtraining.report.tradeoff import id_optimal_lr, pareto_front
 
 GAMMA = re.compile(r"^base/perturb/gamma=([^/]+)/delta_loss_mean$")
-SHARPNESS = {"base/sharpness/kl": "KL sharpness proxy (nats)",
-             "base/sharpness/hessian_top": "top Hessian eigenvalue",
-             "base/sharpness/hessian_trace": "Hessian trace (Hutchinson)"}
+SHARPNESS = {
+    "base/sharpness/kl": "KL sharpness proxy (nats)",
+    "base/sharpness/hessian_top": "top Hessian eigenvalue",
+    "base/sharpness/hessian_trace": "Hessian trace (Hutchinson)",
+}
 
 
 def _has(df: pd.DataFrame, *cols: str) -> bool:
     return not df.empty and all(c in df.columns and df[c].notna().any() for c in cols)
+
+
+def _short(checkpoint: str, tokens: float) -> str:
+    """``embedded/tokens_4M-cooldown`` -> ``tokens_4M-cooldown (4M)``: the legend's checkpoint name."""
+    name = checkpoint.split("/")[-1]
+    return name if format_tokens(tokens) in name else f"{name} ({format_tokens(tokens)})"
 
 
 def _best(metric: str) -> str:
@@ -41,7 +48,7 @@ def _per_lr_vs_tokens(df: pd.DataFrame, col: str, ax, best: str | None = None) -
         ls, marker = styles[branch]
         label = f"LR {format_lr(lr)}" + (f", {branch}" if multi else "")
         style.mean_line(ax, g, "tokens", col, best, color=colors[lr], linestyle=ls, marker=marker, label=label)
-    style.tokens_axis(ax)
+    style.tokens_axis(ax, df["tokens"])
 
 
 def ood_vs_tokens(df: pd.DataFrame, metric: str, out: Path) -> Path | None:
@@ -53,8 +60,16 @@ def ood_vs_tokens(df: pd.DataFrame, metric: str, out: Path) -> Path | None:
     if _has(df, base):
         for branch, g in per_checkpoint(df, [base]).groupby("branch"):
             ls, marker = style.branch_styles(df["branch"])[branch]
-            style.mean_line(ax, g, "tokens", base, color="black", linestyle="--", marker=marker,
-                            label="base model" + (f", {branch}" if df["branch"].nunique() > 1 else ""))
+            style.mean_line(
+                ax,
+                g,
+                "tokens",
+                base,
+                color="black",
+                linestyle="--",
+                marker=marker,
+                label="base model" + (f", {branch}" if df["branch"].nunique() > 1 else ""),
+            )
     _per_lr_vs_tokens(df, ft, ax, best=_best(ft))
     ax.set_ylabel(metric_label(metric))
     style.auto_log_y(ax, df[[c for c in (ft, base) if c in df.columns]].to_numpy())
@@ -94,13 +109,21 @@ def pareto(df: pd.DataFrame, id_metric: str, metric: str, out: Path) -> Path | N
     fig, (ax, ax_lr) = style.new_figure(2, width=6.4)
     means = df.groupby(["branch", "checkpoint", "tokens", "lr"], as_index=False)[[id_metric, ood]].mean()
     colors = style.token_colors(means["tokens"])
-    markers = dict(zip(sorted(means["lr"].unique()), "osD^vP*X"))
+    markers = dict(zip(sorted(means["lr"].unique()), "osD^vP*X" * 4, strict=False))
     hi_id, hi_ood = not lower_is_better(id_metric), not lower_is_better(ood)
-    for (_, ckpt, tokens), g in means.groupby(["branch", "checkpoint", "tokens"]):
+    for (_, ckpt, tokens), g in sorted(means.groupby(["branch", "checkpoint", "tokens"]), key=lambda kv: kv[0][2]):
         front = g.iloc[pareto_front(g[id_metric].to_numpy(), g[ood].to_numpy(), hi_id, hi_ood)]
-        ax.plot(front[id_metric], front[ood], color=colors[tokens], linewidth=1.4, label=f"{ckpt} ({format_tokens(tokens)})")
+        ax.plot(front[id_metric], front[ood], color=colors[tokens], linewidth=1.4, label=_short(ckpt, tokens))
         for lr, row in g.set_index("lr").iterrows():
-            ax.scatter(row[id_metric], row[ood], color=colors[tokens], marker=markers[lr], s=36, edgecolor="black", linewidth=0.4)
+            ax.scatter(
+                row[id_metric],
+                row[ood],
+                color=colors[tokens],
+                marker=markers[lr],
+                s=36,
+                edgecolor="black",
+                linewidth=0.4,
+            )
     for lr, m in markers.items():
         ax.scatter([], [], marker=m, color="grey", label=f"LR {format_lr(lr)}")
     ax.set_xlabel(metric_label(id_metric))
@@ -111,9 +134,9 @@ def pareto(df: pd.DataFrame, id_metric: str, metric: str, out: Path) -> Path | N
     for branch, g in best.groupby("branch"):
         ls, marker = style.branch_styles(best["branch"])[branch]
         ax_lr.plot(g["tokens"], g["lr"], linestyle=ls, marker=marker, color="black", label=branch)
-    style.tokens_axis(ax_lr)
-    ax_lr.set_yscale("log")
-    ax_lr.yaxis.set_major_formatter(FuncFormatter(lambda y, _: format_lr(y)))
+    style.tokens_axis(ax_lr, best["tokens"])
+    style.lr_axis(ax_lr, df["lr"], axis="y")
+    ax_lr.set_ylim(df["lr"].min() / 2, df["lr"].max() * 2)
     ax_lr.set_ylabel("ID-optimal fine-tuning LR (log scale)")
     ax_lr.set_title(f"LR with the best {metric_label(id_metric)}", fontsize=10)
     if best["branch"].nunique() > 1:
@@ -135,10 +158,19 @@ def sensitivity_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
         for gamma, col in sorted(gammas.items()):
             std = g[col.replace("_mean", "_std")] if col.replace("_mean", "_std") in g else None
             label = f"gamma = {gamma:g}" + (f", {branch}" if len(styles) > 1 else "")
-            ax.errorbar(g["tokens"], g[col], yerr=std, color=colors[gamma], linestyle=ls, marker=marker,
-                        capsize=3, markersize=5, label=label)
-    style.tokens_axis(ax)
-    ax.set_ylabel("loss rise under noise, mean over draws (nats/token)")
+            ax.errorbar(
+                g["tokens"],
+                g[col],
+                yerr=std,
+                color=colors[gamma],
+                linestyle=ls,
+                marker=marker,
+                capsize=3,
+                markersize=5,
+                label=label,
+            )
+    style.tokens_axis(ax, base["tokens"])
+    ax.set_ylabel("loss rise under noise (nats/token)")
     style.auto_log_y(ax, base[list(gammas.values())].to_numpy())
     style.legend(ax, title="noise theta + gamma * std(theta) * eps")
     return style.save(fig, out, "sensitivity_vs_tokens.png", "Progressive sensitivity of the base model")
@@ -152,11 +184,11 @@ def sharpness_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
     base = per_checkpoint(df, cols)
     styles = style.branch_styles(base["branch"])
     fig, axes = style.new_figure(len(cols), width=5.2)
-    for ax, col in zip(axes, cols):
+    for ax, col in zip(axes, cols, strict=True):
         for branch, g in base.groupby("branch"):
             ls, marker = styles[branch]
             ax.plot(g["tokens"], g[col], linestyle=ls, marker=marker, color="black", label=branch)
-        style.tokens_axis(ax)
+        style.tokens_axis(ax, base["tokens"])
         ax.set_ylabel(SHARPNESS[col])
         style.auto_log_y(ax, base[col].to_numpy())
         if len(styles) > 1:
@@ -180,20 +212,22 @@ def ood_vs_sft_loss(probes: pd.DataFrame, metric: str, out: Path, max_panels: in
     if key is None:
         return None
     ckpts = probes.drop_duplicates("checkpoint").sort_values("tokens")["checkpoint"].tolist()
-    ckpts = [ckpts[i] for i in np.unique(np.linspace(0, len(ckpts) - 1, min(len(ckpts), max_panels)).round().astype(int))]
+    picks = np.linspace(0, len(ckpts) - 1, min(len(ckpts), max_panels)).round().astype(int)  # evenly spread
+    ckpts = [ckpts[i] for i in np.unique(picks)]
     colors = style.lr_colors(probes["lr"])
     fig, axes = style.new_figure(len(ckpts), width=4.2, height=4.0)
-    for ax, ckpt in zip(axes, ckpts):
+    for ax, ckpt in zip(axes, ckpts, strict=True):
         for (lr, _cell), g in probes[probes["checkpoint"] == ckpt].groupby(["lr", "cell_id"]):
             g = g.sort_values("step")
             ax.plot(g["sft_loss"], g[key], marker=".", color=colors[lr], label=f"LR {format_lr(lr)}")
         ax.invert_xaxis()  # SFT loss falls as training goes on: time runs left to right
         ax.set_xlabel("SFT training loss (nats/token), falling ->")
-        ax.set_title(f"{ckpt} ({format_tokens(probes.loc[probes['checkpoint'] == ckpt, 'tokens'].iloc[0])})", fontsize=9)
+        ax.set_title(_short(ckpt, probes.loc[probes["checkpoint"] == ckpt, "tokens"].iloc[0]), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
+        uniq = dict(zip(labels, handles, strict=True))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-    axes[0].set_ylabel(metric_label(key))
+    for ax in axes:
+        ax.set_ylabel(metric_label(key))
     return style.save(fig, out, "ood_vs_sft_loss.png", "OOD metric at equal SFT loss, along SFT")
 
 
@@ -202,14 +236,16 @@ def drift(df: pd.DataFrame, out: Path) -> Path | None:
     cols = [c for c in ("drift/mpa_mean", "drift/cka_mean") if _has(df, c)]
     if not cols:
         return None
-    labels = {"drift/mpa_mean": "mean principal angle, base vs FT (radians)",
-              "drift/cka_mean": "linear CKA, base vs FT (1 = same)"}
+    labels = {
+        "drift/mpa_mean": "mean principal angle, base vs FT (radians)",
+        "drift/cka_mean": "linear CKA, base vs FT (1 = same)",
+    }
     colors = style.token_colors(df["tokens"])
     fig, axes = style.new_figure(len(cols), width=5.6)
-    for ax, col in zip(axes, cols):
-        for (ckpt, tokens), g in df.groupby(["checkpoint", "tokens"]):
-            style.mean_line(ax, g, "lr", col, color=colors[tokens], marker="o", label=f"{ckpt} ({format_tokens(tokens)})")
-        style.lr_axis(ax)
+    for ax, col in zip(axes, cols, strict=True):
+        for (ckpt, tokens), g in sorted(df.groupby(["checkpoint", "tokens"]), key=lambda kv: kv[0][1]):
+            style.mean_line(ax, g, "lr", col, color=colors[tokens], marker="o", label=_short(ckpt, tokens))
+        style.lr_axis(ax, df["lr"])
         ax.set_ylabel(labels[col])
         style.legend(ax, title="checkpoint")
     return style.save(fig, out, "drift.png", "Representation drift against LR and checkpoint")
@@ -222,13 +258,14 @@ def landscape(curve: pd.DataFrame, out: Path) -> Path | None:
     lrs = sorted(curve["lr"].unique())
     colors = style.token_colors(curve["tokens"])
     fig, axes = style.new_figure(len(lrs), width=4.6, height=4.0)
-    for ax, lr in zip(axes, lrs):
+    for ax, lr in zip(axes, lrs, strict=True):
         for (tokens, _cell), g in curve[curve["lr"] == lr].groupby(["tokens", "cell_id"]):
             ax.plot(g["alpha"], g["loss"], color=colors[tokens], label=format_tokens(tokens))
         ax.set_xlabel("interpolation alpha (0 = base, 1 = fine-tuned)")
         ax.set_title(f"fine-tuned at LR {format_lr(lr)}", fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
-        uniq = dict(zip(labels, handles))
+        uniq = dict(zip(labels, handles, strict=True))
         ax.legend(uniq.values(), uniq.keys(), title="pretraining tokens", fontsize=7, title_fontsize=7)
-    axes[0].set_ylabel("loss (nats/token)")
+    for ax in axes:
+        ax.set_ylabel("loss (nats/token)")
     return style.save(fig, out, "landscape.png", "Loss landscape between base and fine-tuned models")

@@ -56,8 +56,10 @@ def data_uri(path: Path) -> str:
 def figure_html(fig: Figure) -> str:
     """One figure as a ``<figure>`` with an embedded image."""
     alt = html.escape(fig.title)
-    return (f'<h2>{alt}</h2>\n<figure><img src="{data_uri(fig.path)}" alt="{alt}">'
-            f"<figcaption>{html.escape(fig.caption)} ({html.escape(Path(fig.path).name)})</figcaption></figure>")
+    return (
+        f'<h2>{alt}</h2>\n<figure><img src="{data_uri(fig.path)}" alt="{alt}">'
+        f"<figcaption>{html.escape(fig.caption)} ({html.escape(Path(fig.path).name)})</figcaption></figure>"
+    )
 
 
 def table_html(df: pd.DataFrame) -> str:
@@ -80,16 +82,21 @@ def render(title: str, meta: list[str], findings: list[str], figures: list[Figur
     """
     esc = html.escape
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{esc(title)}</h1>", *[f'<p class="meta">{esc(m)}</p>' for m in meta],
+        f"<h1>{esc(title)}</h1>",
+        *[f'<p class="meta">{esc(m)}</p>' for m in meta],
         "<h2>Findings</h2>",
         '<ul class="findings">' + "".join(f"<li>{esc(s)}</li>" for s in findings) + "</ul>"
-        if findings else "<p>No fine-tuned metric spans several token budgets yet.</p>",
+        if findings
+        else "<p>No fine-tuned metric spans several token budgets yet.</p>",
         *[figure_html(f) for f in figures],
-        f"<h2>Cells ({len(cells)})</h2>", f'<div class="table-wrap">{table_html(cells)}</div>',
+        f"<h2>Cells ({len(cells)})</h2>",
+        f'<div class="table-wrap">{table_html(cells)}</div>',
         '<p id="render-check" data-rendered="-1">figures not checked (scripts off)</p>',
-        f"<script>{SCRIPT}</script>", "</body></html>",
+        f"<script>{SCRIPT}</script>",
+        "</body></html>",
     ]
     return "\n".join(parts)
 

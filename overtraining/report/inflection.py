@@ -90,8 +90,10 @@ def bootstrap_interval(
     # (n_boot, B): the mean of a resample of each budget's cells.
     boot = np.stack([g[rng.integers(0, len(g), size=(n_boot, len(g)))].mean(axis=1) for g in groups], axis=1)
     best = budgets[boot.argmin(axis=1) if lower else boot.argmax(axis=1)]  # (n_boot,)
-    return (float(np.quantile(best, 0.025, method="inverted_cdf")),
-            float(np.quantile(best, 0.975, method="inverted_cdf")))
+    return (
+        float(np.quantile(best, 0.025, method="inverted_cdf")),
+        float(np.quantile(best, 0.975, method="inverted_cdf")),
+    )
 
 
 def find_optimum(
@@ -102,8 +104,14 @@ def find_optimum(
     if len(budgets) == 0:
         return None
     i = int(means.argmin() if lower else means.argmax())
-    return Optimum(tuple(budgets.tolist()), tuple(means.tolist()), float(budgets[i]), float(means[i]),
-                   bootstrap_interval(tokens, values, lower, n_boot, seed), lower)
+    return Optimum(
+        tuple(budgets.tolist()),
+        tuple(means.tolist()),
+        float(budgets[i]),
+        float(means[i]),
+        bootstrap_interval(tokens, values, lower, n_boot, seed),
+        lower,
+    )
 
 
 def describe(opt: Optimum, subject: str, what: str) -> str:
@@ -116,27 +124,39 @@ def describe(opt: Optimum, subject: str, what: str) -> str:
 
     Returns:
         e.g. "After fine-tuning at LR 1e-4, OOD prose perplexity is best at 8M pretraining
-        tokens [95% CI 4M-16M] (21.3) and worse by 4 (+19%) at 32M, the largest budget."
+        tokens [95% CI 4M, 16M] (21.3) and worse by 4 (+19%) at 32M, the largest budget."
     """
     t = format_tokens
     if len(opt.budgets) < 2:
-        return f"{subject}, {what} was measured at one budget only ({t(opt.budgets[0])} tokens): no optimum over tokens."
-    ci = f" [95% CI {t(opt.ci[0])}-{t(opt.ci[1])}]" if opt.ci else " (one cell per budget: no interval)"
-    at = f"{t(opt.best_tokens)} pretraining tokens{ci} ({opt.best_value:.4g})"
+        only = t(opt.budgets[0])
+        return f"{subject}, {what} was measured at one budget only ({only} tokens): no optimum over tokens."
+    ci = f" [95% CI {t(opt.ci[0])}, {t(opt.ci[1])}]" if opt.ci else ""
+    note = "" if opt.ci else "; one cell per budget, so no interval"
+    at = f"{t(opt.best_tokens)} pretraining tokens{ci} ({opt.best_value:.4g}{note})"
     rel = f" ({opt.worse_by / abs(opt.best_value):+.0%})" if opt.best_value else ""
     worse = f"worse by {opt.worse_by:.3g}{rel} at {t(opt.budgets[-1])}"
     if opt.edge == "last":
         gain = abs(opt.means[0] - opt.best_value)
-        return (f"{subject}, {what} is best at the largest budget tried, {at}, {gain:.3g} better than at "
-                f"{t(opt.budgets[0])}: no optimum inside the sweep, more pretraining kept helping.")
+        return (
+            f"{subject}, {what} is best at the largest budget tried, {at}, {gain:.3g} better than at "
+            f"{t(opt.budgets[0])}: no optimum inside the sweep, more pretraining kept helping."
+        )
     if opt.edge == "first":
-        return (f"{subject}, {what} is best at the smallest budget tried, {at}, and {worse}: "
-                f"no optimum inside the sweep, more pretraining only hurt (the best may lie below it).")
+        return (
+            f"{subject}, {what} is best at the smallest budget tried, {at}, and {worse}: "
+            f"no optimum inside the sweep, more pretraining only hurt (the best may lie below it)."
+        )
     return f"{subject}, {what} is best at {at} and {worse}, the largest budget."
 
 
-def optima_sentences(df: pd.DataFrame, metric: str, id_metric: str | None = None,
-                     n_boot: int = N_BOOT, seed: int = 0) -> list[str]:
+def _plain(metric: str) -> str:
+    """A metric's label without its units, for sentences: ``OOD prose perplexity``."""
+    return metric_label(metric).split(" (")[0]
+
+
+def optima_sentences(
+    df: pd.DataFrame, metric: str, id_metric: str | None = None, n_boot: int = N_BOOT, seed: int = 0
+) -> list[str]:
     """Sentences on the best budget of ``metric`` per LR and for the tuned LR, per branch.
 
     Args:
@@ -151,7 +171,7 @@ def optima_sentences(df: pd.DataFrame, metric: str, id_metric: str | None = None
     """
     if metric not in df.columns:
         return []
-    lower, what = lower_is_better(metric), metric_label(metric)
+    lower, what = lower_is_better(metric), _plain(metric)
     branches = sorted(df["branch"].unique())
     out = []
     for branch in branches:
@@ -159,7 +179,7 @@ def optima_sentences(df: pd.DataFrame, metric: str, id_metric: str | None = None
         tag = f"[{branch}] " if len(branches) > 1 else ""
         groups = [(f"{tag}After fine-tuning at LR {format_lr(lr)}", g) for lr, g in cells.groupby("lr")]
         if id_metric and id_metric in cells.columns and cells["lr"].nunique() > 1:
-            subject = f"{tag}With the LR tuned per checkpoint for the best {metric_label(id_metric)}"
+            subject = f"{tag}With the LR tuned per checkpoint for the best {_plain(id_metric)}"
             groups.append((subject, tuned_cells(cells, id_metric)))
         for subject, g in groups:
             opt = find_optimum(g["tokens"].to_numpy(), g[metric].to_numpy(), lower, n_boot, seed)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 
 # Searched in order when no --metric is given: the first OOD metric a sweep has.
-OOD_PREFERENCE = ("ppl/ood_prose", "ppl/", "ood/", "loss/ood")
+OOD_PREFERENCE = ("ppl/ood_prose", "ppl/ood", "ood/", "loss/ood", "ppl/")
 ID_PREFERENCE = ("id/accuracy", "id/exact_match", "id/acc", "id/loss", "id/")
 PREFIXES = ("base/", "ft/", "forget/")
 _LOWER = frozenset({"loss", "ppl", "perplexity", "delta", "kl", "hessian", "mpa", "sharpness"})
@@ -48,7 +48,7 @@ def base_name(metric: str) -> str:
     """``ft/ppl/ood_prose`` -> ``ppl/ood_prose``; an unprefixed name is returned as is."""
     for prefix in PREFIXES:
         if metric.startswith(prefix):
-            return metric[len(prefix):]
+            return metric[len(prefix) :]
     return metric
 
 

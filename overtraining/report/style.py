@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from overtraining.report.labels import format_lr, format_tokens  # noqa: E402
 
@@ -34,7 +34,7 @@ def ramp(values: Sequence[float], cmap: str, log: bool = True) -> dict[float, tu
     pos = np.log(vals) if log and min(vals) > 0 else np.asarray(vals, float)
     span = pos.max() - pos.min() if len(vals) > 1 else 1.0
     cm = plt.get_cmap(cmap)
-    return {v: cm(0.05 + 0.8 * (p - pos.min()) / span) for v, p in zip(vals, pos)}
+    return {v: cm(0.05 + 0.8 * (p - pos.min()) / span) for v, p in zip(vals, pos, strict=True)}
 
 
 def lr_colors(lrs: Sequence[float]) -> dict[float, tuple]:
@@ -50,25 +50,48 @@ def branch_styles(branches: Sequence[str]) -> dict[str, tuple[str, str]]:
     return {b: BRANCH_STYLES[i % len(BRANCH_STYLES)] for i, b in enumerate(sorted(set(branches)))}
 
 
-def new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Figure, list[Axes]]:
-    """A figure with ``ncols`` side-by-side panels."""
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
+def new_figure(n: int = 1, width: float = 6.4, height: float = 4.2, max_cols: int = 3) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` panels, at most ``max_cols`` per row (unused grid cells hidden)."""
+    ncols = min(n, max_cols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, layout="constrained")
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
-def tokens_axis(ax: Axes) -> None:
-    """Log-scaled x axis of pretraining tokens with short tick labels."""
+def spaced_ticks(values: Sequence[float], min_ratio: float = 1.3, max_ticks: int = 10) -> list[float] | None:
+    """Distinct values at least ``min_ratio`` apart (greedy from the smallest); None if too many."""
+    ticks: list[float] = []
+    for v in sorted(set(float(v) for v in values if v > 0)):
+        if not ticks or v >= ticks[-1] * min_ratio:
+            ticks.append(v)
+    return ticks if 0 < len(ticks) <= max_ticks else None
+
+
+def tokens_axis(ax: Axes, tokens: Sequence[float] = ()) -> None:
+    """Log-scaled x axis of pretraining tokens, ticked at the budgets when there are few."""
     ax.set_xscale("log")
+    ticks = spaced_ticks(tokens)
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_tokens(x)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
     ax.set_xlabel(TOKENS_LABEL)
 
 
-def lr_axis(ax: Axes) -> None:
-    """Log-scaled x axis of fine-tuning learning rates."""
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_lr(x)))
-    ax.set_xlabel("fine-tuning learning rate (log scale)")
+def lr_axis(ax: Axes, lrs: Sequence[float] = (), axis: str = "x") -> None:
+    """Log-scaled axis of fine-tuning learning rates, ticked at the LR grid when it is small."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    ticks = spaced_ticks(lrs, min_ratio=1.5)
+    if ticks:
+        target.set_major_locator(FixedLocator(ticks))
+        target.set_minor_locator(NullLocator())
+    target.set_major_formatter(FuncFormatter(lambda v, _: format_lr(v)))
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)("fine-tuning learning rate (log scale)")
 
 
 def auto_log_y(ax: Axes, values: np.ndarray) -> None:
@@ -95,12 +118,27 @@ def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None
     if stats.empty:
         return
     err = stats["std"].where(stats["count"] > 1)
-    ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
-                capsize=3, markersize=5, linewidth=1.6, **style)
+    ax.errorbar(
+        stats.index,
+        stats["mean"],
+        yerr=None if err.isna().all() else err.fillna(0),
+        capsize=3,
+        markersize=5,
+        linewidth=1.6,
+        **style,
+    )
     if best and len(stats) > 2:
         i = stats["mean"].idxmin() if best == "min" else stats["mean"].idxmax()
-        ax.plot([i], [stats["mean"][i]], marker="*", markersize=15, color=style.get("color"),
-                markeredgecolor="black", linestyle="none", zorder=5)
+        ax.plot(
+            [i],
+            [stats["mean"][i]],
+            marker="*",
+            markersize=15,
+            color=style.get("color"),
+            markeredgecolor="black",
+            linestyle="none",
+            zorder=5,
+        )
 
 
 def legend(ax: Axes, title: str | None = None) -> None:

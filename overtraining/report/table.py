@@ -113,8 +113,14 @@ def curve_frame(records: Sequence[CellRecord], name: str) -> pd.DataFrame:
     for r in records:
         if r.status not in GOOD_STATUSES:
             continue
-        facts = {"cell_id": r.cell_id, "checkpoint": r.checkpoint, "tokens": r.tokens, "lr": r.lr,
-                 "seed": r.seed, "branch": pretrain_branch(r.checkpoint, r.config)}
+        facts = {
+            "cell_id": r.cell_id,
+            "checkpoint": r.checkpoint,
+            "tokens": r.tokens,
+            "lr": r.lr,
+            "seed": r.seed,
+            "branch": pretrain_branch(r.checkpoint, r.config),
+        }
         rows += [{**facts, **point} for point in r.curves.get(name, [])]
     return pd.DataFrame(rows)
 

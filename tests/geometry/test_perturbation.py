@@ -41,7 +41,7 @@ def test_same_seed_same_noise_at_every_gamma(model, batches):
     for gamma in (0.1, 0.3):
         with restored(params) as start:
             add_gaussian_noise_(params, [gamma * noise_scale(p, "std") for p in params], seed=7)
-            deltas.append(torch.cat([(p - s).detach().flatten() for p, s in zip(params, start)]))
+            deltas.append(torch.cat([(p - s).detach().flatten() for p, s in zip(params, start, strict=True)]))
     torch.testing.assert_close(deltas[1], 3 * deltas[0], rtol=1e-4, atol=1e-6)
 
 
@@ -69,4 +69,4 @@ def test_evaluate_loss_is_token_weighted(model, batches):
     full = evaluate_loss(model, batches)
     parts = [evaluate_loss(model, [b]) for b in batches]
     counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
-    assert full == pytest.approx(sum(p * n for p, n in zip(parts, counts)) / sum(counts), rel=1e-6)
+    assert full == pytest.approx(sum(p * n for p, n in zip(parts, counts, strict=True)) / sum(counts), rel=1e-6)

@@ -61,7 +61,7 @@ def test_model_hvp_matches_finite_differences_and_leaves_the_model_unchanged(mod
     gen = torch.Generator().manual_seed(0)
     v = [torch.randn(p.shape, generator=gen) for p in params]
     hv = hvp(v)
-    assert all(torch.equal(a, b) for a, b in zip(hv, hvp(v)))  # cached graph, same answer
+    assert all(torch.equal(a, b) for a, b in zip(hv, hvp(v), strict=True))  # cached graph, same answer
     uncached, _ = model_hvp(model, batches, cache_graph=False)
     torch.testing.assert_close(uncached(v), hv, rtol=1e-5, atol=1e-6)
     assert state_bits(model) == before
@@ -69,10 +69,10 @@ def test_model_hvp_matches_finite_differences_and_leaves_the_model_unchanged(mod
     def grad_at(h: float) -> torch.Tensor:  # token-weighted gradient at theta + h v, in fp64
         m = copy.deepcopy(model).double()
         with torch.no_grad():
-            for p, d in zip(m.parameters(), v):
+            for p, d in zip(m.parameters(), v, strict=True):
                 p.add_(d.double(), alpha=h)
         counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
-        loss = sum(m(**b).loss * n for b, n in zip(batches, counts)) / sum(counts)
+        loss = sum(m(**b).loss * n for b, n in zip(batches, counts, strict=True)) / sum(counts)
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(m.parameters()))])
 
     finite = (grad_at(1e-6) - grad_at(-1e-6)) / 2e-6  # ||v|| ~ 150: h must be small

@@ -1,0 +1,127 @@
+"""In-distribution metrics of the SFT task: held-out loss and greedy-generation accuracy.
+
+* ``id/loss``: mean NLL (nats) over the assistant tokens of the held-out examples, i.e.
+  exactly the SFT training objective (labels = -100 are masked), averaged over tokens.
+* ``id/accuracy``: the fraction of held-out prompts whose greedy completion the task's
+  ``score_fn(completion, example)`` accepts (e.g. the program's answer is right).
+
+Both use the first ``cfg.id_max_examples`` held-out examples (deterministic). Generation is
+batched, left-padded and greedy (``do_sample=False``), so a completion does not depend on
+the batch it was decoded in; the prompt is the chat template's rendering of the example's
+prompt turns with ``add_generation_prompt=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig
+
+from overtraining.evaluation.config import EvalConfig
+from overtraining.evaluation.perplexity import model_device, scoring_mode
+
+ScoreFn = Callable[[str, dict], bool]
+
+
+def _pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Pads lists of ids to one ``(B, T)`` tensor, on the right (or the left)."""
+    width = max(len(s) for s in seqs)
+    rows = [[value] * (width - len(s)) + s if left else s + [value] * (width - len(s)) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+@torch.no_grad()
+def heldout_loss(model, heldout: list[dict], batch_size: int, pad_id: int) -> float:  # noqa: ANN001
+    """Mean NLL over unmasked label tokens of tokenized examples (``input_ids``, ``labels``).
+
+    Args:
+        model: a causal LM.
+        heldout: examples with ``input_ids`` and ``labels`` lists (-100 = not scored).
+        batch_size: examples per forward pass.
+        pad_id: the id used to pad ``input_ids`` (masked out of attention and loss).
+
+    Returns:
+        Nats per scored token.
+    """
+    total, count = 0.0, 0
+    device = model_device(model)
+    with scoring_mode(model):
+        for i in range(0, len(heldout), batch_size):
+            chunk = heldout[i : i + batch_size]
+            ids = _pad([ex["input_ids"] for ex in chunk], pad_id).to(device)  # (B, T)
+            labels = _pad([ex["labels"] for ex in chunk], -100).to(device)  # (B, T)
+            mask = _pad([[1] * len(ex["input_ids"]) for ex in chunk], 0).to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+            targets = labels[:, 1:]
+            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum").item()
+            count += int((targets != -100).sum())
+    return total / max(count, 1)
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> str:  # noqa: ANN001
+    """The chat-template rendering of an example's prompt turns, ready for the assistant turn.
+
+    Trailing assistant turns (a reference answer, if any) are dropped.
+    """
+    turns = list(messages)
+    while turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:  # noqa: ANN001
+    """Greedy completions of text prompts, batched and left-padded.
+
+    A prompt longer than the model's context minus ``max_new_tokens`` keeps its last tokens.
+
+    Returns:
+        The decoded new text of each prompt (special tokens, e.g. EOS, removed).
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    keep = max(1, limit - max_new_tokens) if limit else None
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][-keep if keep else 0 :] for p in prompts]
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    was_training, device, out = model.training, model_device(model), []
+    model.eval()
+    try:
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            ids = _pad(chunk, tokenizer.pad_token_id, left=True).to(device)  # (B, T)
+            mask = _pad([[1] * len(c) for c in chunk], 0, left=True).to(device)
+            new = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, ids.shape[1] :]
+            out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def id_metrics(model, tokenizer, heldout: list[dict] | None, heldout_raw: list[dict] | None,  # noqa: ANN001
+               score_fn: ScoreFn | None, cfg: EvalConfig) -> dict[str, float]:
+    """The SFT task's held-out loss and (with raw examples and a scorer) its accuracy.
+
+    Args:
+        model: the (base or fine-tuned) causal LM.
+        tokenizer: its tokenizer, with a chat template and a pad token.
+        heldout: tokenized held-out examples (``input_ids``, ``labels``); None skips ``id/loss``.
+        heldout_raw: the same examples untokenized, each with ``messages`` (the prompt
+            turns) and whatever ``score_fn`` needs; None skips ``id/accuracy``.
+        score_fn: ``score_fn(completion, example) -> bool``.
+        cfg: the eval config (``id_max_examples``, ``id_max_new_tokens``, batch size).
+
+    Returns:
+        ``{"id/loss": ..., "id/accuracy": ...}`` (accuracy only when it can be computed).
+    """
+    n, size = cfg.id_max_examples, cfg.loop_batch_size
+    out = {"id/loss": heldout_loss(model, heldout[:n], size, tokenizer.pad_token_id)} if heldout else {}
+    if heldout_raw and score_fn is not None:
+        examples = heldout_raw[:n]
+        prompts = [chat_prompt(tokenizer, ex["messages"]) for ex in examples]
+        completions = greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, size)
+        out["id/accuracy"] = sum(bool(score_fn(c, ex)) for c, ex in zip(completions, examples)) / len(examples)
+    return out
