@@ -191,7 +191,10 @@ def read_jsonl(path: str) -> list[dict]:
     rows = []
     for i, line in enumerate(file.read_text().splitlines(), 1):
         if line.strip():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file}:{i}: not JSON ({err.msg})") from None
             turns = row.get("messages") if isinstance(row, dict) else None
             if not turns or any(not {"role", "content"} <= set(t) for t in turns) or turns[-1]["role"] != "assistant":
                 expected = "{'messages': [{'role': ..., 'content': ...}, ...]} ending with an assistant turn"

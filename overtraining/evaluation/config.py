@@ -22,7 +22,14 @@ from overtraining.evaluation.embedded_tasks import EMBEDDED_TASKS
 SUITES = ("embedded", "standard", "none")
 # The standard suite (Springer et al.'s zero-shot benchmarks), as lm-eval names them.
 STANDARD_TASKS = (
-    "arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "winogrande", "openbookqa", "social_iqa",
+    "arc_easy",
+    "arc_challenge",
+    "hellaswag",
+    "piqa",
+    "boolq",
+    "winogrande",
+    "openbookqa",
+    "social_iqa",
 )
 HUB_TEXTS = ("wikitext2", "c4")
 # Batch size of this package's own loops (perplexity, ID loss, generation) when
@@ -39,13 +46,14 @@ def check_name(kind: str, value: str, options: tuple[str, ...] | list[str]) -> N
         options: the valid names.
 
     Raises:
-        ValueError: ``unknown eval.suite 'embeded' (did you mean 'embedded'?); choose from ...``.
+        ValueError: ``unknown eval.suite 'embeded' (did you mean 'embedded'?); choose embedded, ...``.
     """
     if value in options:
         return
     near = difflib.get_close_matches(value, list(options), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
-    raise ValueError(f"unknown {kind} {value!r}{hint}; choose from {', '.join(options)}")
+    listing = ", ".join(options) if len(options) <= 20 else f"one of {len(options)} names (`lm-eval ls tasks`)"
+    raise ValueError(f"unknown {kind} {value!r}{hint}; choose {listing}")
 
 
 @dataclass
@@ -116,3 +124,9 @@ class EvalConfig:
         """Batch size of this package's own loops (perplexity, ID loss, generation)."""
         size = str(self.batch_size)
         return int(size) if size.isdigit() else AUTO_LOOP_BATCH_SIZE
+
+    @property
+    def generation_batch_size(self) -> int:
+        """Prompts per greedy-generation batch: 4x the loop batch, because decoding a small
+        model is per-step overhead bound (a wider batch costs about the same per step)."""
+        return 4 * self.loop_batch_size

@@ -55,7 +55,7 @@ def _texts(cfg: EvalConfig, corpus: Corpus, cache_dir: str | os.PathLike) -> Ite
         yield name, hub_text(name, cache_dir)
 
 
-def perplexities(model, tokenizer, cfg: EvalConfig, corpus: Corpus, cache_dir: str | os.PathLike) -> dict[str, float]:  # noqa: ANN001
+def perplexities(model, tokenizer, cfg: EvalConfig, corpus: Corpus, cache_dir: str | os.PathLike) -> dict[str, float]:
     """``ppl/<text>/{loss,ppl,tokens}`` for the configured splits and Hub texts."""
     out = {}
     for name, text in _texts(cfg, corpus, cache_dir):
@@ -64,9 +64,16 @@ def perplexities(model, tokenizer, cfg: EvalConfig, corpus: Corpus, cache_dir: s
     return out
 
 
-def evaluate_model(model, tokenizer, cfg: EvalConfig, corpus: Corpus, cache_dir: str | os.PathLike,  # noqa: ANN001
-                   heldout: list[dict] | None = None, heldout_raw: list[dict] | None = None,
-                   score_fn: ScoreFn | None = None) -> dict[str, float]:
+def evaluate_model(
+    model,
+    tokenizer,
+    cfg: EvalConfig,
+    corpus: Corpus,
+    cache_dir: str | os.PathLike,
+    heldout: list[dict] | None = None,
+    heldout_raw: list[dict] | None = None,
+    score_fn: ScoreFn | None = None,
+) -> dict[str, float]:
     """Evaluates a model in memory; its train/eval mode is left as it was.
 
     Args:

@@ -65,7 +65,7 @@ def docstring_rate(generate: Callable[[list[str]], list[str]], prompts: list[str
     return sum(map(has_docstring_or_comment, completions)) / len(completions)
 
 
-def format_probe(model, tokenizer, heldout_raw: list[dict] | None, cfg: EvalConfig) -> dict[str, float]:  # noqa: ANN001
+def format_probe(model, tokenizer, heldout_raw: list[dict] | None, cfg: EvalConfig) -> dict[str, float]:
     """Runs the probe on a model (greedy decoding, ``cfg.id_max_new_tokens`` new tokens).
 
     Args:
@@ -79,7 +79,7 @@ def format_probe(model, tokenizer, heldout_raw: list[dict] | None, cfg: EvalConf
     """
 
     def generate(prompts: list[str]) -> list[str]:
-        return greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, cfg.loop_batch_size)
+        return greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, cfg.generation_batch_size)
 
     out = {"probe/docstring_rate_raw": docstring_rate(generate, list(RAW_PROMPTS))}
     if heldout_raw:

@@ -33,7 +33,7 @@ def _pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
 
 
 @torch.no_grad()
-def heldout_loss(model, heldout: list[dict], batch_size: int, pad_id: int) -> float:  # noqa: ANN001
+def heldout_loss(model, heldout: list[dict], batch_size: int, pad_id: int) -> float:
     """Mean NLL over unmasked label tokens of tokenized examples (``input_ids``, ``labels``).
 
     Args:
@@ -60,7 +60,7 @@ def heldout_loss(model, heldout: list[dict], batch_size: int, pad_id: int) -> fl
     return total / max(count, 1)
 
 
-def chat_prompt(tokenizer, messages: list[dict]) -> str:  # noqa: ANN001
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
     """The chat-template rendering of an example's prompt turns, ready for the assistant turn.
 
     Trailing assistant turns (a reference answer, if any) are dropped.
@@ -72,7 +72,7 @@ def chat_prompt(tokenizer, messages: list[dict]) -> str:  # noqa: ANN001
 
 
 @torch.no_grad()
-def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:  # noqa: ANN001
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy completions of text prompts, batched and left-padded.
 
     A prompt longer than the model's context minus ``max_new_tokens`` keeps its last tokens.
@@ -84,7 +84,9 @@ def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, b
     keep = max(1, limit - max_new_tokens) if limit else None
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"][-keep if keep else 0 :] for p in prompts]
     gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     was_training, device, out = model.training, model_device(model), []
@@ -101,8 +103,14 @@ def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, b
     return out
 
 
-def id_metrics(model, tokenizer, heldout: list[dict] | None, heldout_raw: list[dict] | None,  # noqa: ANN001
-               score_fn: ScoreFn | None, cfg: EvalConfig) -> dict[str, float]:
+def id_metrics(
+    model,
+    tokenizer,
+    heldout: list[dict] | None,
+    heldout_raw: list[dict] | None,
+    score_fn: ScoreFn | None,
+    cfg: EvalConfig,
+) -> dict[str, float]:
     """The SFT task's held-out loss and (with raw examples and a scorer) its accuracy.
 
     Args:
@@ -122,6 +130,7 @@ def id_metrics(model, tokenizer, heldout: list[dict] | None, heldout_raw: list[d
     if heldout_raw and score_fn is not None:
         examples = heldout_raw[:n]
         prompts = [chat_prompt(tokenizer, ex["messages"]) for ex in examples]
-        completions = greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, size)
-        out["id/accuracy"] = sum(bool(score_fn(c, ex)) for c, ex in zip(completions, examples)) / len(examples)
+        completions = greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, cfg.generation_batch_size)
+        correct = [bool(score_fn(c, ex)) for c, ex in zip(completions, examples, strict=True)]
+        out["id/accuracy"] = sum(correct) / len(correct)
     return out

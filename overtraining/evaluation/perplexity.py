@@ -16,6 +16,7 @@ and are cached as text files.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ HUB_SOURCES = {
 
 
 @contextlib.contextmanager
-def scoring_mode(model) -> Iterator[None]:  # noqa: ANN001 - a transformers model
+def scoring_mode(model) -> Iterator[None]:
     """Eval mode without a KV cache for the duration; restores train mode and ``use_cache``.
 
     A plain ``model(input_ids)`` also builds a KV cache that scoring never reads (measured:
@@ -68,7 +69,7 @@ def windows(ids: list[int], seq_len: int, max_tokens: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, text: str, seq_len: int, max_tokens: int, batch_size: int) -> dict[str, float]:  # noqa: ANN001
+def perplexity(model, tokenizer, text: str, seq_len: int, max_tokens: int, batch_size: int) -> dict[str, float]:
     """Mean next-token loss and perplexity of ``text`` over non-overlapping windows.
 
     Args:
@@ -119,7 +120,7 @@ def hub_text(name: str, cache_dir: str | os.PathLike | None = None, max_docs: in
 
     repo, config, split, streaming = HUB_SOURCES[name]
     rows = datasets.load_dataset(repo, config, split=split, streaming=streaming)
-    texts = [row["text"] for _, row in zip(range(max_docs if streaming else 1 << 62), rows)]
+    texts = [row["text"] for row in (itertools.islice(rows, max_docs) if streaming else rows)]
     text = "\n\n".join(texts)  # as in the transformers perplexity guide
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

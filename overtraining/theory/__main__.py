@@ -6,11 +6,11 @@
     python -m overtraining.theory -m sim=diagonal sim.seed=0,1,2 sim.pretrain_noise=1,2
     python -m overtraining.theory --cfg job sim=diagonal # print the composed config
 
-Writes into the Hydra run dir (``outputs/<date>/<time>``, or ``multirun/...`` with ``-m``):
-``<sim>_*.csv`` (one row per checkpoint or per fine-tuning run), ``<sim>_summary.json``
-(headline numbers, the config and the git SHA) and, unless ``figures=false``,
-``<sim>_*.png``. The science lives in ``linear.py`` and ``diagonal.py``; this file only
-wires the config to it and writes the results.
+Writes into the Hydra run dir (``outputs/theory/<date>/<time>``, ``multirun/theory/...``
+with ``-m``): ``<sim>_*.csv`` (one row per checkpoint, direction or fine-tuning run),
+``<sim>_summary.json`` (headline numbers, the config, the git SHA) and, unless
+``figures=false``, ``<sim>_*.png``. The science lives in ``linear.py`` and ``diagonal.py``;
+this file wires the config to it and writes the results.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 log = logging.getLogger(__name__)
-SUPPORT_TOL = 1e-2  # |w_i| above this counts as a used coordinate (init is 0.03^2 ~ 1e-3)
+SUPPORT_TOL = 1e-2  # |w_i| above this counts as a used coordinate (init gives ~0)
 
 
 def save(fig: plt.Figure, path: Path) -> None:
@@ -55,182 +55,201 @@ def run_linear(sim: LinearSimConfig, out: Path, figures: bool) -> dict:
     rng = np.random.default_rng(sim.seed)
     target = linear.make_target(sim.dim, sim.rank, sim.top_singular_value, sim.spectrum_ratio, rng)
     ft_target = linear.misaligned_target(target.matrix, sim.finetune_angle_deg, rng)
-    run = linear.pretrain(target, sim.hidden, sim.init_scale, sim.lr, sim.steps,
-                          linear.checkpoint_steps(sim.steps, sim.n_checkpoints), rng)
+    save_at = linear.checkpoint_steps(sim.steps, sim.n_checkpoints)
+    run = linear.pretrain(target, sim.hidden, sim.init_scale, sim.lr, sim.steps, save_at, rng)
     learned_at = linear.time_to_learn(run.strengths, target.singular_values, sim.learned_fraction)
-    rows = []
-    for step, w1, w2 in zip(run.checkpoint_steps, run.w1, run.w2):
-        f1, f2 = linear.finetune(w1, w2, ft_target, sim.finetune_lr, sim.finetune_steps)
-        base = linear.loss(w1, w2, target.matrix)
-        rows.append({
-            "step": int(step),
-            "n_learned": int(np.sum((learned_at >= 0) & (learned_at <= step))),
-            "pretrain_loss": base,
-            "perturbed_loss": linear.expected_perturbed_loss(w1, w2, target.matrix, sim.perturb_scale),
-            "perturbed_loss_mc": linear.sampled_perturbed_loss(
-                w1, w2, target.matrix, sim.perturb_scale, sim.perturb_samples, rng),
-            "pretrain_loss_after_ft": linear.loss(f1, f2, target.matrix),
-            "finetune_loss_before": linear.loss(w1, w2, ft_target),
-            "finetune_loss_after": linear.loss(f1, f2, ft_target),
-        })
-    table = pd.DataFrame(rows)
-    table["sensitivity"] = table.perturbed_loss - table.pretrain_loss
-    table["forgetting"] = table.pretrain_loss_after_ft - table.pretrain_loss
-    directions = pd.DataFrame({"direction": np.arange(sim.rank), "singular_value": target.singular_values,
-                               "learned_value": run.strengths[-1], "time_to_learn": learned_at})
+    table = linear.measure_checkpoints(
+        run,
+        target,
+        ft_target,
+        learned_at,
+        sim.perturb_scale,
+        sim.perturb_samples,
+        sim.finetune_lr,
+        sim.finetune_steps,
+        rng,
+    )
+    directions = pd.DataFrame(
+        {
+            "direction": np.arange(sim.rank),
+            "singular_value": target.singular_values,
+            "learned_value": run.strengths[-1],
+            "time_to_learn": learned_at,
+        }
+    )
     table.to_csv(out / "linear_checkpoints.csv", index=False)
     directions.to_csv(out / "linear_directions.csv", index=False)
     if figures:
         plot_linear(table, directions, run.strengths, out)
-    i_min = int(table.perturbed_loss.idxmin())
-    learned = table[table.n_learned >= 1]
-    return {
-        "u_shape_min_step": int(table.step[i_min]), "u_shape_min_index": i_min,
-        "u_shape_min_n_learned": int(table.n_learned[i_min]), "n_checkpoints": len(table),
-        "u_shape_interior": 0 < i_min < len(table) - 1,
-        "perturbed_loss_min": float(table.perturbed_loss[i_min]),
-        "perturbed_loss_final": float(table.perturbed_loss.iloc[-1]),
-        "sensitivity_first": float(table.sensitivity.iloc[0]), "sensitivity_final": float(table.sensitivity.iloc[-1]),
-        "forgetting_first_learned": float(learned.forgetting.iloc[0]),
-        "forgetting_final": float(table.forgetting.iloc[-1]),
-        "time_to_learn": learned_at.tolist(),
-        "learned_in_order": bool(np.all(np.diff(learned_at) > 0) and learned_at.min() >= 0),
-        "max_relative_error_final": float(np.max(np.abs(run.strengths[-1] / target.singular_values - 1))),
-        "critical_singular_value": 2 * sim.perturb_scale**2 * sim.dim,
-    }
+    summary = linear.summarize(table, learned_at, run.strengths[-1], target)
+    return summary | {"critical_singular_value": 2 * sim.perturb_scale**2 * sim.dim}
 
 
 def plot_linear(table: pd.DataFrame, directions: pd.DataFrame, strengths: np.ndarray, out: Path) -> None:
     """Writes linear_learning.png, linear_perturbation.png and linear_finetuning.png."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    steps = np.arange(1, len(strengths))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(directions)))
-    for (_, d), c in zip(directions.iterrows(), colors):
-        ax.plot(steps, strengths[1:, int(d.direction)] / d.singular_value, color=c, label=f"s={d.singular_value:.3g}")
-    ax.set(xscale="log", xlabel="pretraining step", ylabel="learned fraction  u_i' W v_i / s_i",
-           title="Features are learned one at a time, largest first")
+    for (_, d), c in zip(directions.iterrows(), colors, strict=True):
+        frac = strengths[1:, int(d.direction)] / d.singular_value
+        ax.plot(np.arange(1, len(strengths)), frac, color=c, label=f"s={d.singular_value:.3g}")
+    ax.set(
+        xscale="log",
+        xlabel="pretraining step",
+        ylabel="learned fraction  u_i' W v_i / s_i",
+        title="Features are learned one at a time, largest first",
+    )
     ax.legend(fontsize=6, ncol=2, loc="upper left")
     save(fig, out / "linear_learning.png")
 
     x = table.step.clip(lower=0.5)  # step 0 drawn at 0.5 on the log axis
+    i = int(table.perturbed_loss.idxmin())
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(x, table.sensitivity, "o-", label="exact expectation")
     a.plot(x, table.perturbed_loss_mc - table.pretrain_loss, "x", label="Monte Carlo")
-    a.set(xscale="log", xlabel="pretraining step", ylabel="perturbed - clean pretraining loss",
-          title="Progressive sensitivity")
+    a.set(
+        xscale="log",
+        xlabel="pretraining step",
+        ylabel="perturbed - clean pretraining loss",
+        title="Progressive sensitivity",
+    )
     a.legend()
     b.plot(x, table.pretrain_loss, "o-", label="clean")
     b.plot(x, table.perturbed_loss, "o-", label="after Gaussian perturbation")
-    i = int(table.perturbed_loss.idxmin())
     b.axvline(x[i], color="gray", ls=":", label=f"minimum ({table.n_learned[i]} features learned)")
-    b.set(xscale="log", yscale="log", xlabel="pretraining step", ylabel="pretraining loss",
-          title="Perturbed loss is U-shaped")
-    b.legend()
+    b.set(xscale="log", xlabel="pretraining step", ylabel="pretraining loss", title="Perturbed loss is U-shaped")
+    b.legend(loc="center right")
     save(fig, out / "linear_perturbation.png")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(x, table.pretrain_loss, "o-", label="before fine-tuning")
     a.plot(x, table.pretrain_loss_after_ft, "o-", label="after fine-tuning")
-    a.set(xscale="log", yscale="log", xlabel="pretraining step", ylabel="pretraining loss",
-          title="Fine-tuning on a misaligned task")
+    a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="pretraining step",
+        ylabel="pretraining loss",
+        title="Fine-tuning on a misaligned task",
+    )
     a.legend()
     b.plot(table.n_learned, table.forgetting, "o")
     b.axhline(0, color="gray", lw=0.5)
-    b.set(xlabel="features learned in pretraining", ylabel="forgetting (rise of pretraining loss)",
-          title="Forgetting grows with pretraining")
+    b.set(
+        xlabel="features learned in pretraining",
+        ylabel="forgetting (rise of pretraining loss)",
+        title="Forgetting grows with pretraining",
+    )
     save(fig, out / "linear_finetuning.png")
 
 
 def run_diagonal(sim: DiagonalSimConfig, out: Path, figures: bool) -> dict:
     """Pretrains under each schedule, fine-tunes each model at each step size to one loss."""
-    tasks = diagonal.make_tasks(sim.replicas, sim.dim, sim.pretrain_support, sim.pretrain_top, sim.pretrain_ratio,
-                                sim.finetune_support, sim.finetune_overlap, sim.finetune_samples,
-                                np.random.default_rng(sim.seed))
+    tasks = diagonal.make_tasks(
+        sim.replicas,
+        sim.dim,
+        sim.pretrain_support,
+        sim.pretrain_top,
+        sim.pretrain_ratio,
+        sim.finetune_support,
+        sim.finetune_overlap,
+        sim.finetune_samples,
+        np.random.default_rng(sim.seed),
+    )
+    least = diagonal.least_forgetting(tasks)  # what any interpolator must forget
+    overwrite = diagonal.pretrain_loss(tasks.w_ft, np.zeros_like(tasks.w_ft), tasks.w_pre)  # w = w_ft exactly
     rows, curves, solutions = [], {}, {}
     for schedule in sim.schedules:
         lrs = diagonal.step_sizes(schedule, sim.pretrain_lr, sim.pretrain_steps, sim.decay_fraction)
         # The same sample stream for every schedule and the same batches for every run.
-        u, v = diagonal.pretrain(tasks.w_pre, lrs, sim.pretrain_noise, sim.pretrain_batch, sim.init_scale,
-                                 np.random.default_rng([sim.seed, 1]))
+        u, v = diagonal.pretrain(
+            tasks.w_pre,
+            lrs,
+            sim.pretrain_noise,
+            sim.pretrain_batch,
+            sim.init_scale,
+            np.random.default_rng([sim.seed, 1]),
+        )
         before, sharp = diagonal.pretrain_loss(u, v, tasks.w_pre), diagonal.sharpness(u, v)
         for lr in sim.finetune_lrs:
-            with np.errstate(over="ignore", invalid="ignore"):
-                ft = diagonal.finetune(u, v, tasks, lr, sim.finetune_batch, sim.target_loss, sim.max_finetune_steps,
-                                       sim.log_every, np.random.default_rng([sim.seed, 2]))
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging replica turns NaN and stops
+                ft = diagonal.finetune(
+                    u,
+                    v,
+                    tasks,
+                    lr,
+                    sim.finetune_batch,
+                    sim.target_loss,
+                    sim.max_finetune_steps,
+                    sim.log_every,
+                    np.random.default_rng([sim.seed, 2]),
+                )
                 w, after = ft.u**2 - ft.v**2, diagonal.pretrain_loss(ft.u, ft.v, tasks.w_pre)
-            curves[schedule.value, lr], solutions[schedule.value, lr] = ft.trajectory.mean(axis=2), w
-            rows += [{
-                "schedule": schedule.value, "finetune_lr": lr, "replica": r,
-                "pretrain_loss_before": before[r], "sharpness_before": sharp[r],
-                "finetune_steps": int(ft.steps[r]), "finetune_loss": ft.loss[r],
-                "converged": bool(ft.loss[r] < sim.target_loss),
-                "pretrain_loss_after": after[r], "forgetting": after[r] - before[r],
-                "sharpness_after": diagonal.sharpness(ft.u, ft.v)[r],
-                "l1_norm": np.abs(w[r]).sum(), "support": int((np.abs(w[r]) > SUPPORT_TOL).sum()),
-                "distance_moved": np.linalg.norm(w[r] - (u[r] ** 2 - v[r] ** 2)),
-            } for r in range(sim.replicas)]
+                sharp_after = diagonal.sharpness(ft.u, ft.v)
+            curves[schedule.value, lr], solutions[schedule.value, lr] = ft.trajectory.mean(axis=2).T, w
+            rows += [
+                {
+                    "schedule": schedule.value,
+                    "finetune_lr": lr,
+                    "replica": r,
+                    "pretrain_loss_before": before[r],
+                    "sharpness_before": sharp[r],
+                    "finetune_steps": int(ft.steps[r]),
+                    "finetune_loss": ft.loss[r],
+                    "converged": bool(ft.loss[r] < sim.target_loss),
+                    "pretrain_loss_after": after[r],
+                    "forgetting": after[r] - before[r],
+                    "sharpness_after": sharp_after[r],
+                    "l1_norm": np.abs(w[r]).sum(),
+                    "support": int((np.abs(w[r]) > SUPPORT_TOL).sum()),
+                    "least_forgetting": least[r],
+                    "overwrite_forgetting": overwrite[r],
+                }
+                for r in range(sim.replicas)
+            ]
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "diagonal_runs.csv", index=False)
-    means = runs.groupby(["schedule", "finetune_lr"], sort=False).mean(numeric_only=True).drop(columns="replica")
-    sems = runs.groupby(["schedule", "finetune_lr"], sort=False).sem(numeric_only=True)
+    names = [s.value for s in sim.schedules]
     if figures:
-        plot_diagonal(means, sems, curves, sim, out)
-    return diagonal_claims(means, solutions, sim)
+        plot_diagonal(runs, curves, names, sim, out)
+    return diagonal.summarize(runs, solutions, names, list(sim.finetune_lrs))
 
 
-def diagonal_claims(means: pd.DataFrame, solutions: dict, sim: DiagonalSimConfig) -> dict:
-    """Headline numbers: small vs large fine-tuning step, and constant vs decayed pretraining."""
-    small, large = min(sim.finetune_lrs), max(sim.finetune_lrs)
-    names = [s.value for s in sim.schedules]
-    table = {f"{s}@{lr:g}": {k: float(x) for k, x in means.loc[(s, lr)].items()} for s, lr in means.index}
-    summary: dict = {"by_run": table, "small_lr": small, "large_lr": large}
-    for s in names:
-        gap = np.linalg.norm(solutions[s, large] - solutions[s, small], axis=1).mean()
-        summary[s] = {
-            "forgetting_small_lr": float(means.loc[(s, small), "forgetting"]),
-            "forgetting_large_lr": float(means.loc[(s, large), "forgetting"]),
-            "small_lr_forgets_less": bool(means.loc[(s, small), "forgetting"] < means.loc[(s, large), "forgetting"]),
-            "solution_gap": float(gap),
-        }
-    if len(names) >= 2:  # first schedule vs last, e.g. constant vs wsd
-        first, last = means.xs(names[0], level="schedule"), means.xs(names[-1], level="schedule")
-        summary["sharper_schedule"] = names[-1] if last.sharpness_before.iloc[0] > first.sharpness_before.iloc[0] \
-            else names[0]
-        summary["last_schedule_forgets_more_at_every_lr"] = bool((last.forgetting > first.forgetting).all())
-    summary["all_converged"] = bool(means.converged.min() == 1.0)
-    return summary
-
-
-def plot_diagonal(means: pd.DataFrame, sems: pd.DataFrame, curves: dict, sim: DiagonalSimConfig, out: Path) -> None:
-    """Writes diagonal_forgetting.png and diagonal_sharpness.png."""
-    names = [s.value for s in sim.schedules]
+def plot_diagonal(runs: pd.DataFrame, curves: dict, names: list[str], sim: DiagonalSimConfig, out: Path) -> None:
+    """Writes diagonal_forgetting.png and diagonal_sharpness.png (replica means)."""
+    means = runs.groupby(["schedule", "finetune_lr"], sort=False).mean(numeric_only=True)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for s in names:
-        m, e = means.xs(s, level="schedule"), sems.xs(s, level="schedule")
-        a.errorbar(m.index, m.forgetting, yerr=e.forgetting, marker="o", capsize=3, label=f"pretrained: {s}")
-    a.set(xscale="log", xlabel="fine-tuning step size", ylabel="forgetting (rise of pretraining loss)",
-          title=f"Fine-tuned to the same loss ({sim.target_loss:g})")
+        m = means.xs(s, level="schedule")
+        a.plot(m.index, m.forgetting, marker="o", label=f"pretrained: {s}")
+    a.set(
+        xscale="log",
+        xlabel="fine-tuning step size",
+        ylabel="forgetting (rise of pretraining loss)",
+        title=f"Fine-tuned to the same loss ({sim.target_loss:g}), mean of {sim.replicas}",
+    )
     a.legend()
-    ref = names[-1]
     for lr in (min(sim.finetune_lrs), max(sim.finetune_lrs)):
-        ft_loss, pre_loss = curves[ref, lr]
+        ft_loss, pre_loss = curves[names[-1], lr]
         b.plot(ft_loss, pre_loss, label=f"step {lr:g}")
-    b.set(xscale="log", xlabel="fine-tuning training loss (replica mean)", ylabel="pretraining loss",
-          title=f"Trajectories from the {ref} model")
+    b.set(
+        xscale="log",
+        xlabel="fine-tuning training loss",
+        ylabel="pretraining loss",
+        title=f"Fine-tuning the {names[-1]} model (replica mean)",
+    )
     b.invert_xaxis()
     b.legend()
     save(fig, out / "diagonal_forgetting.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     lr = min(sim.finetune_lrs)
-    for ax, col, label in zip(axes, ["pretrain_loss_before", "sharpness_before", "pretrain_loss_after"],
-                              ["pretraining loss before fine-tuning", "sharpness (Hessian trace)",
-                               f"pretraining loss after fine-tuning (step {lr:g})"]):
-        vals = [means.loc[(s, lr), col] for s in names]
-        errs = [sems.loc[(s, lr), col] for s in names]
-        ax.bar(names, vals, yerr=errs, capsize=4, color=["tab:blue", "tab:orange", "tab:green"][: len(names)])
-        ax.set(xlabel="pretraining schedule", ylabel=label)
-    fig.suptitle("Step-size decay: lower pretraining loss, sharper model, gains lost to fine-tuning")
+    panels = [
+        ("pretrain_loss_before", "pretraining loss", "Before fine-tuning"),
+        ("sharpness_before", "Hessian trace", "Sharpness before fine-tuning"),
+        ("pretrain_loss_after", "pretraining loss", f"After fine-tuning (step {lr:g})"),
+    ]
+    for ax, (col, ylabel, title) in zip(axes, panels, strict=True):
+        ax.bar(names, [means.loc[(s, lr), col] for s in names], color=[f"C{i}" for i in range(len(names))])
+        ax.set(xlabel="pretraining schedule", ylabel=ylabel, title=title)
     save(fig, out / "diagonal_sharpness.png")
 
 

@@ -20,12 +20,13 @@ from omegaconf import MISSING
 class Schedule(str, Enum):
     """Pretraining step-size schedules of the diagonal-network simulation.
 
-    ``constant`` keeps the peak step; ``wsd`` (warmup-free warmup-stable-decay) keeps it for
-    the first ``1 - decay_fraction`` of the steps, then decays it linearly to zero.
+    ``constant`` keeps the peak step; ``wsd`` (stable-then-decay, no warmup) keeps it for
+    the first ``1 - decay_fraction`` of the steps, then decays it linearly to zero. Member
+    names equal their values because OmegaConf parses enums by name.
     """
 
-    CONSTANT = "constant"
-    WSD = "wsd"
+    constant = "constant"
+    wsd = "wsd"
 
 
 @dataclass
@@ -111,7 +112,7 @@ class DiagonalSimConfig:
     pretrain_lr: float = 0.02
     pretrain_steps: int = 4000
     decay_fraction: float = 0.5
-    schedules: list[Schedule] = field(default_factory=lambda: [Schedule.CONSTANT, Schedule.WSD])
+    schedules: list[Schedule] = field(default_factory=lambda: [Schedule.constant, Schedule.wsd])
     finetune_samples: int = 40
     finetune_support: int = 8
     finetune_overlap: int = 4

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -141,7 +142,9 @@ def sampled_perturbed_loss(
     return 0.5 * float(np.mean(np.sum((prods - target) ** 2, axis=(1, 2))))
 
 
-def finetune(w1: np.ndarray, w2: np.ndarray, target: np.ndarray, lr: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def finetune(
+    w1: np.ndarray, w2: np.ndarray, target: np.ndarray, lr: float, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` gradient-descent steps of size ``lr`` towards ``target``."""
     for _ in range(steps):
         w1, w2 = gd_step(w1, w2, target, lr)
@@ -154,7 +157,12 @@ def checkpoint_steps(steps: int, n: int) -> np.ndarray:
 
 
 def pretrain(
-    target: Target, hidden: int, init_scale: float, lr: float, steps: int, save_at: np.ndarray,
+    target: Target,
+    hidden: int,
+    init_scale: float,
+    lr: float,
+    steps: int,
+    save_at: np.ndarray,
     rng: np.random.Generator,
 ) -> Pretraining:
     """Gradient descent from ``N(0, init_scale^2)`` weights, saving weights at ``save_at``.
@@ -198,3 +206,84 @@ def time_to_learn(strengths: np.ndarray, singular_values: np.ndarray, fraction: 
     """
     reached = strengths >= fraction * singular_values
     return np.where(reached.any(axis=0), reached.argmax(axis=0), -1)
+
+
+def measure_checkpoints(
+    run: Pretraining,
+    target: Target,
+    ft_target: np.ndarray,
+    learned_at: np.ndarray,
+    sigma: float,
+    samples: int,
+    ft_lr: float,
+    ft_steps: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Perturbs and fine-tunes every saved checkpoint.
+
+    Args:
+        run: pretraining run with saved checkpoints.
+        target: the pretraining target.
+        ft_target: the fine-tuning map ``B``.
+        learned_at: ``time_to_learn`` of every direction, (r,).
+        sigma: perturbation std; samples: Monte Carlo draws per checkpoint.
+        ft_lr, ft_steps: fixed fine-tuning recipe, the same for every checkpoint.
+        rng: random generator (Monte Carlo noise).
+
+    Returns:
+        One row per checkpoint: step, directions learned, clean / perturbed (exact and
+        sampled) pretraining loss, pretraining and fine-tuning losses after fine-tuning, and
+        ``sensitivity`` (perturbed - clean) and ``forgetting`` (after - before fine-tuning).
+    """
+    rows = []
+    for step, w1, w2 in zip(run.checkpoint_steps, run.w1, run.w2, strict=True):
+        f1, f2 = finetune(w1, w2, ft_target, ft_lr, ft_steps)
+        rows.append(
+            {
+                "step": int(step),
+                "n_learned": int(np.sum((learned_at >= 0) & (learned_at <= step))),
+                "pretrain_loss": loss(w1, w2, target.matrix),
+                "perturbed_loss": expected_perturbed_loss(w1, w2, target.matrix, sigma),
+                "perturbed_loss_mc": sampled_perturbed_loss(w1, w2, target.matrix, sigma, samples, rng),
+                "pretrain_loss_after_ft": loss(f1, f2, target.matrix),
+                "finetune_loss_before": loss(w1, w2, ft_target),
+                "finetune_loss_after": loss(f1, f2, ft_target),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["sensitivity"] = table.perturbed_loss - table.pretrain_loss
+    table["forgetting"] = table.pretrain_loss_after_ft - table.pretrain_loss
+    return table
+
+
+def summarize(table: pd.DataFrame, learned_at: np.ndarray, final_strengths: np.ndarray, target: Target) -> dict:
+    """Headline numbers: where the perturbed loss bottoms out, sensitivity and forgetting trends.
+
+    Args:
+        table: output of ``measure_checkpoints``.
+        learned_at: ``time_to_learn`` per direction, (r,).
+        final_strengths: learned strength of every direction at the end, (r,).
+        target: the pretraining target.
+
+    Returns:
+        JSON-ready dict.
+    """
+    i_min = int(table.perturbed_loss.idxmin())
+    learned = table[table.n_learned >= 1]
+    return {
+        "u_shape_min_step": int(table.step[i_min]),
+        "u_shape_min_index": i_min,
+        "u_shape_min_n_learned": int(table.n_learned[i_min]),
+        "n_checkpoints": len(table),
+        "u_shape_interior": 0 < i_min < len(table) - 1,
+        "perturbed_loss_first": float(table.perturbed_loss.iloc[0]),
+        "perturbed_loss_min": float(table.perturbed_loss[i_min]),
+        "perturbed_loss_final": float(table.perturbed_loss.iloc[-1]),
+        "sensitivity_first": float(table.sensitivity.iloc[0]),
+        "sensitivity_final": float(table.sensitivity.iloc[-1]),
+        "forgetting_first_learned": float(learned.forgetting.iloc[0]),
+        "forgetting_final": float(table.forgetting.iloc[-1]),
+        "time_to_learn": learned_at.tolist(),
+        "learned_in_order": bool(learned_at.min() >= 0 and np.all(np.diff(learned_at) > 0)),
+        "max_relative_error_final": float(np.max(np.abs(final_strengths / target.singular_values - 1))),
+    }

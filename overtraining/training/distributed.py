@@ -138,7 +138,8 @@ def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm
     """Reads ``conf/deepspeed/<name>.json`` (or a ``.json`` path) and fills in the run's values.
 
     Raises:
-        ValueError: an unknown preset name or an unknown top-level key.
+        ValueError: an unknown preset name, an unknown top-level key, or an invalid
+            ``zero_optimization`` section (pydantic's ValidationError is a ValueError).
     """
     path = Path(name) if name.endswith(".json") else DS_CONF_DIR / f"{name}.json"
     if not name.endswith(".json") and name not in DS_PRESETS:
@@ -147,6 +148,9 @@ def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm
         raise ValueError(f"unknown trainer.deepspeed {name!r}{hint}: use {', '.join(DS_PRESETS)} or a .json path")
     config = json.loads(path.read_text())
     check_keys(config, str(path))
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    DeepSpeedZeroConfig(**config.get("zero_optimization", {}))  # nested typos raise (pydantic, extra=forbid)
     config.update(
         train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=grad_accum,
         gradient_clipping=max_grad_norm, bf16={"enabled": bf16},

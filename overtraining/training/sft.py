@@ -29,16 +29,21 @@ What the numbers mean:
   correction); ``target_loss`` is compared with it.
 * divergence: a non-finite loss or one above ``divergence_factor`` x the first step's loss;
   that update is not applied and the run stops with ``status="diverged"``.
-* ``tokens``: real (non-padding) input tokens trained on, all ranks.
+* ``tokens``: real (non-padding) input tokens trained on, all ranks (cumulative in ``history``).
 
 Data order is a pure function of (seed, step), so a resumed run sees the same batches.
-Numerics: fp32 on CPU (deterministic); on CUDA the weights stay fp32 and the forward runs
-under bf16 autocast (plain path) or in DeepSpeed's bf16 mode; AdamW is fused on CUDA.
+Only the positions whose next token is trained are projected onto the vocabulary (a boolean
+``logits_to_keep``), which skips the prompts' share of the LM head and of the (B, T, V)
+logits (for Pythia-70M the LM head is over half of the forward FLOPs). Numerics: fp32 on
+CPU (deterministic); on CUDA the weights stay fp32 and the forward runs under bf16 autocast
+(plain path) or in DeepSpeed's bf16 mode; AdamW is fused on CUDA.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -86,7 +91,8 @@ class TrainerConfig:
         checkpoint_every: resumable state every N steps and at the end (0 = never).
         divergence_factor: loss above this x the first loss counts as divergence.
         deepspeed: "" (plain PyTorch) | zero0 | zero2 | zero3 | a path to a DeepSpeed JSON.
-        keep_model: save the fine-tuned model (or adapters) to ``work_dir/model``.
+        keep_model: the cell saves the fine-tuned model (or the LoRA adapters) to its run dir;
+            ``finetune`` itself does not read it.
         seed: data order, LoRA init, dropout.
         device: auto (cuda:LOCAL_RANK if available, else cpu) | cpu | cuda | cuda:N.
     """
@@ -114,14 +120,20 @@ class TrainerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown trainer.method {self.method!r}: use one of {', '.join(METHODS)}")
-        if self.deepspeed and not self.deepspeed.endswith(".json") and self.deepspeed not in distributed.DS_PRESETS:
-            raise ValueError(f"unknown trainer.deepspeed {self.deepspeed!r}: use '', zero0, zero2, zero3 or a .json")
+        _check_choice("trainer.method", self.method, METHODS)
+        if self.deepspeed and not self.deepspeed.endswith(".json"):
+            _check_choice("trainer.deepspeed", self.deepspeed, ("",) + distributed.DS_PRESETS)
         if self.method == "lora" and self.deepspeed == "zero3":
             raise ValueError("LoRA with ZeRO-3 is not supported: use trainer.deepspeed=zero2")
         if min(self.batch_size, self.grad_accum) < 1 or not 0 <= self.loss_smoothing < 1:
             raise ValueError("trainer.batch_size and grad_accum must be >= 1 and loss_smoothing in [0, 1)")
+
+
+def _check_choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown {key} {value!r}{hint}: use one of {', '.join(map(repr, options))}")
 
 
 @dataclass
@@ -132,8 +144,8 @@ class SFTOutcome:
     steps: int
     tokens: int
     seconds: float
-    history: list[dict]
-    probes: list[dict]
+    history: list[dict]  # per step: step, loss, smoothed_loss, lr, tokens (cumulative)
+    probes: list[dict]  # per probe: step, sft_loss (held-out), and the probe's values
     target_reached_step: int | None
     diverged: bool
     diverged_step: int | None
@@ -177,17 +189,38 @@ def first_target_step(losses: list[float], target: float, beta: float) -> int | 
     return None
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL over unmasked labels, and their count.
+def token_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+               sparse: bool) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over the trained (unmasked) labels of a batch, and their count.
 
     Args:
-        logits: (B, T, V) model outputs.
+        model: a causal LM (or a DeepSpeed engine / PeftModel around one).
+        inputs: ``input_ids`` (B, T) and ``attention_mask`` or ``position_ids`` (B, T).
         labels: (B, T) token ids, ``IGNORE_INDEX`` where not trained.
+        sparse: project only the trained positions onto the vocabulary (``logits_to_keep``
+            as a boolean mask): the same loss, without the (B, T, V) logits of the prompts.
     """
-    targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                          ignore_index=IGNORE_INDEX, reduction="sum")
-    return nll, int((targets != IGNORE_INDEX).sum())
+    trained = labels[:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts token t+1
+    if sparse:
+        keep = F.pad(trained, (0, 1))  # (B, T)
+        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (N, V)
+        targets = labels[:, 1:][trained]  # (N,), the same row-major order
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, :-1].flatten(0, 1)  # (B * (T-1), V)
+        targets = labels[:, 1:].flatten()
+    nll = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return nll, int(trained.sum())
+
+
+def supports_sparse_logits(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes a boolean ``logits_to_keep`` (transformers >= 5)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep  # noqa: F401
+    except ImportError:
+        return False
+    base = getattr(model, "module", model)  # a DeepSpeed engine
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # a PeftModel
+    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
 
 
 def plan_steps(cfg: TrainerConfig, num_examples: int, world_size: int) -> int:
@@ -269,6 +302,7 @@ class _Context:
     work_dir: Path
     meta: dict
     probe: Callable[[torch.nn.Module], dict[str, float]] | None
+    sparse_logits: bool
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -288,8 +322,8 @@ def _forward_backward(ctx: _Context, micro_batches: list[dict]) -> tuple[float, 
     loss_sum = 0.0
     for k, batch in enumerate(micro_batches):
         with ctx.stepper.autocast():
-            logits = ctx.stepper.forward_module(**_inputs(batch, ctx.device), use_cache=False).logits  # (B, T, V)
-        nll, _ = token_loss(logits, batch["labels"].to(ctx.device))
+            nll, _ = token_loss(ctx.stepper.forward_module, _inputs(batch, ctx.device),
+                                batch["labels"].to(ctx.device), ctx.sparse_logits)
         ctx.stepper.backward(nll / max(count, 1), last=k == len(micro_batches) - 1)
         loss_sum += nll.item()
     return distributed.all_sum([loss_sum], ctx.device)[0] / max(count, 1), int(tokens)
@@ -304,11 +338,10 @@ def _heldout_loss(ctx: _Context) -> float:
     for i in range(0, len(examples), size):
         batch = collate(examples[i : i + size], ctx.pad_id)
         with ctx.stepper.autocast():
-            logits = module(**_inputs(batch, ctx.device), use_cache=False).logits  # (B, T, V)
-        nll, n = token_loss(logits, batch["labels"].to(ctx.device))
+            nll, n = token_loss(module, _inputs(batch, ctx.device), batch["labels"].to(ctx.device), ctx.sparse_logits)
         total, count = total + nll.item(), count + n
     module.train()
-    return total / max(count, 1)
+    return total / count if count else float("nan")
 
 
 def _probe(ctx: _Context, step: int) -> dict:
@@ -353,13 +386,14 @@ def _train_step(ctx: _Context, progress: _Progress, world: int, rank: int) -> di
     if progress.initial_loss is None:
         progress.initial_loss = loss
     smoothed = ema(progress.smoothed, loss, ctx.cfg.loss_smoothing)
-    record = {"step": step, "loss": loss, "smoothed_loss": smoothed, "lr": ctx.stepper.lr()}
+    record = {"step": step, "loss": loss, "smoothed_loss": smoothed, "lr": ctx.stepper.lr(),
+              "tokens": progress.tokens + tokens}
     progress.history.append(record)
     if is_diverged(loss, progress.initial_loss, ctx.cfg.divergence_factor):
         progress.status, progress.diverged_step = "diverged", step
         return record
     ctx.stepper.step()
-    progress.step, progress.smoothed, progress.tokens = step, smoothed, progress.tokens + tokens
+    progress.step, progress.smoothed, progress.tokens = step, smoothed, record["tokens"]
     if ctx.cfg.target_loss is not None and smoothed <= ctx.cfg.target_loss:
         progress.status, progress.target_reached_step = "target_reached", step
     if ctx.cfg.probe_every > 0 and step % ctx.cfg.probe_every == 0:
@@ -386,12 +420,12 @@ def finetune(
     Args:
         model: a causal LM; trained in place (under LoRA its base tensors are left untouched,
             but peft inserts the adapters into its modules).
-        tokenizer: the model's tokenizer (pad id; saved with ``keep_model``).
+        tokenizer: the model's tokenizer (its pad id, else its eos id, pads batches).
         data: encoded SFT data (``load_sft_data``).
         lr: peak learning rate.
         schedule: the LR schedule over the run's optimizer steps.
         cfg: the trainer settings.
-        work_dir: where the resumable state (and ``keep_model``'s model) goes.
+        work_dir: where the resumable state goes (``sft_state.pt``, or ``sft_state_ds/``).
         probe: ``probe(model) -> {name: value}``, run on rank 0 every ``probe_every`` steps and
             at the end (not after divergence), in eval mode, on full parameters.
         on_step: called on rank 0 after every step with its history record, merged with the
@@ -413,9 +447,11 @@ def finetune(
     meta = {"lr": lr, "total_steps": total, "method": cfg.method, "world_size": world,
             "batch": [cfg.batch_size, cfg.grad_accum], "num_train": len(data.train)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe)
+    ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe, supports_sparse_logits(model))
     saved = _resume(ctx)
     progress = saved or _Progress()
+    resumed_from = saved.step if saved else None
+    ended_before = saved is not None and saved.status != "running"  # a requeued cell whose SFT had finished
     stepper.forward_module.train()
     bar = tqdm(total=total, initial=progress.step, desc="sft", disable=not distributed.is_rank0(), dynamic_ncols=True)
     while progress.status == "running" and progress.step < total:
@@ -425,8 +461,7 @@ def finetune(
         if on_step is not None and distributed.is_rank0():
             on_step(record)
     bar.close()
-    ended_before = saved is not None and saved.status != "running"  # a requeued cell whose SFT had finished
-    return _finish(ctx, progress, saved.step if saved else None, ended_before)
+    return _finish(ctx, progress, resumed_from, ended_before)
 
 
 def _finish(ctx: _Context, progress: _Progress, resumed_from: int | None, ended_before: bool) -> SFTOutcome:
@@ -442,8 +477,6 @@ def _finish(ctx: _Context, progress: _Progress, resumed_from: int | None, ended_
     if ctx.cfg.method == "lora" and ctx.cfg.merge_lora:
         model = model.merge_and_unload()
     model.eval()
-    if ctx.cfg.keep_model and distributed.is_rank0():
-        model.save_pretrained(ctx.work_dir / "model")
     return SFTOutcome(
         model=model, steps=progress.step, tokens=progress.tokens, seconds=progress.seconds,
         history=progress.history, probes=progress.probes, target_reached_step=progress.target_reached_step,
