@@ -24,49 +24,45 @@ import yaml
 from hydra.core.config_store import ConfigStore
 
 from overtraining.checkpoints import CheckpointConfig, UnknownCheckpointError, check_option, register_options
+from overtraining.data.sft_data import SFTDataConfig
+from overtraining.evaluation.config import EvalConfig
+from overtraining.geometry.config import GeometryConfig
 from overtraining.models import ModelConfig
 from overtraining.pretrain import PretrainConfig
+from overtraining.tracking import LoggerConfig
 from overtraining.training.schedules import LRScheduleConfig
+from overtraining.training.sft import TrainerConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def _cell_schema():  # noqa: ANN202 - builds the dataclass lazily (imports every stage)
-    from overtraining.data.sft_data import SFTDataConfig
-    from overtraining.evaluation.config import EvalConfig
-    from overtraining.geometry.config import GeometryConfig
-    from overtraining.tracking import LoggerConfig
-    from overtraining.training.sft import TrainerConfig
+@dataclass
+class LaunchConfig:
+    """How a sweep runs its cells (not part of a cell's identity)."""
 
-    @dataclass
-    class LaunchConfig:
-        """How a sweep runs its cells (not part of a cell's identity)."""
+    skip_done: bool = True  # a cell whose record exists is not run again
+    rerun_failed: bool = False  # rerun cells whose record says failed/diverged
+    dry_run: bool = False  # only list the cells that would run
 
-        skip_done: bool = True  # a cell whose record exists is not run again
-        rerun_failed: bool = False  # rerun cells whose record says failed/diverged
-        dry_run: bool = False  # only list the cells that would run
+@dataclass
+class CellConfig:
+    """One cell: one checkpoint x one SFT recipe (``python -m overtraining.run``)."""
 
-    @dataclass
-    class CellConfig:
-        """One cell: one checkpoint x one SFT recipe (``python -m overtraining.run``)."""
-
-        model: ModelConfig = field(default_factory=ModelConfig)
-        checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-        sft_data: SFTDataConfig = field(default_factory=SFTDataConfig)
-        lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
-        trainer: TrainerConfig = field(default_factory=TrainerConfig)
-        eval: EvalConfig = field(default_factory=EvalConfig)
-        sharpness: GeometryConfig = field(default_factory=GeometryConfig)
-        logger: LoggerConfig = field(default_factory=LoggerConfig)
-        pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-        launch: LaunchConfig = field(default_factory=LaunchConfig)
-        lr: float = 1e-3
-        seed: int = 0
-        cache_dir: str = ".cache/overtraining"
-        experiment: str = ""  # set by experiment presets, for the report
-        sweep_name: str = "default"  # names multirun/<sweep_name>/ and the W&B group
-
-    return CellConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sft_data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sharpness: GeometryConfig = field(default_factory=GeometryConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    lr: float = 1e-3
+    seed: int = 0
+    cache_dir: str = ".cache/overtraining"
+    experiment: str = ""  # set by experiment presets, for the report
+    sweep_name: str = "default"  # names multirun/<sweep_name>/ and the W&B group
 
 
 def register_schemas() -> None:
@@ -80,7 +76,11 @@ def register_schemas() -> None:
 
 def register_cell_schema() -> None:
     register_schemas()
-    ConfigStore.instance().store(name="cell_schema", node=_cell_schema())
+    cs = ConfigStore.instance()
+    for group, node in (("eval", EvalConfig), ("sft_data", SFTDataConfig), ("trainer", TrainerConfig),
+                        ("sharpness", GeometryConfig), ("logger", LoggerConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+    ConfigStore.instance().store(name="cell_schema", node=CellConfig)
 
 
 def precheck_yaml(conf_dir: Path = CONF_DIR) -> None:
@@ -92,7 +92,7 @@ def precheck_yaml(conf_dir: Path = CONF_DIR) -> None:
             mark = getattr(err, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise SystemExit(f"error: broken YAML at {where}: {problem} -- fix the file's syntax")
+            raise SystemExit(f"error: broken YAML at {where}: {problem} -- fix the file's syntax") from None
 
 
 def precheck_overrides(argv: list[str]) -> None:
@@ -118,7 +118,7 @@ def precheck_overrides(argv: list[str]) -> None:
                     if float(v) <= 0:
                         raise ValueError(f"lr must be > 0, got {v}: pass e.g. lr=1e-4")
         except (UnknownCheckpointError, ValueError) as err:
-            raise SystemExit(f"error: {err}")
+            raise SystemExit(f"error: {err}") from None
 
 
 def _check_group_option(group: str, option: str) -> None:

@@ -254,6 +254,9 @@ def _skip(run_dir: Path, cid: str, launch) -> bool:  # noqa: ANN001
         print(f"{run_dir} holds another cell's record ({rec.cell_id} != {cid}); running this one")
         return False
     if rec.status in ("failed", "diverged") and launch.rerun_failed:
+        import shutil
+
+        shutil.rmtree(run_dir / "sft", ignore_errors=True)  # else SFT would resume into the same failure
         return False
     print(f"skip: cell {cid} is done ({rec.status}): {path}")
     return True
