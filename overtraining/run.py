@@ -94,7 +94,8 @@ def base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, de
     from dataclasses import asdict
 
     from overtraining.data.sft_data import score_fn
-    from overtraining.evaluation.cache import BaseEvalCache
+    from overtraining.evaluation.cache import EVAL_CODE_VERSION, BaseEvalCache
+    from overtraining.evaluation.embedded_tasks import TASKS_VERSION
     from overtraining.evaluation.evaluate import evaluate_model
     from overtraining.geometry.config import measure_checkpoint
 
@@ -108,7 +109,8 @@ def base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, de
 
     key = {"checkpoint": ckpt.name, "source": ckpt.source, "revision": ckpt.revision, "tokens": ckpt.tokens,
            "eval": asdict(cfg.eval), "sharpness": asdict(cfg.sharpness), "sft_data": asdict(cfg.sft_data),
-           "dtype": cfg.model.dtype, "device": device.type, "code": CODE_VERSION}
+           "dtype": cfg.model.dtype, "device": device.type,
+           "code": [CODE_VERSION, EVAL_CODE_VERSION, TASKS_VERSION]}
     return BaseEvalCache(Path(cfg.cache_dir) / "base_eval").get_or_compute(key, compute)
 
 

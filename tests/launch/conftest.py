@@ -24,8 +24,17 @@ TINY_CELL = [
 
 
 def cell_env(cache: Path) -> dict[str, str]:
-    """The environment of a cell subprocess: the repo importable, the given cache, W&B off."""
-    return os.environ | {"PYTHONPATH": str(ROOT), "OVERTRAINING_CACHE": str(cache), "WANDB_MODE": "disabled"}
+    """The environment of a cell subprocess: the repo importable, the given cache, W&B off.
+
+    One torch thread: on 2 shared cores, torch's default thread per core makes a tiny cell
+    10-40x slower as soon as another process competes for the cores.
+    """
+    return os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "OVERTRAINING_CACHE": str(cache),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def run_cell(*args: str, cwd: Path, cache: Path, timeout: int = 300, prefix: tuple[str, ...] = ("-m",)):
