@@ -112,7 +112,7 @@ def family_revisions(family: str) -> list[str]:
         return list(OLMO_1B_KNOWN)
     known = ["embedded", "olmo-1b", "hub", "local", *pythia_families()]
     near = difflib.get_close_matches(family, known, n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else f"; known: embedded, pythia-<size>, olmo-1b, hub, local"
+    hint = f" (did you mean {near[0]!r}?)" if near else "; known: embedded, pythia-<size>, olmo-1b, hub, local"
     raise UnknownCheckpointError(f"unknown checkpoint family {family!r}{hint}")
 
 
@@ -133,12 +133,13 @@ def read_checkpoint_meta(path: Path) -> dict:
     return json.loads((path / "checkpoint.json").read_text())
 
 
-def resolve(cfg: CheckpointConfig, trajectories_dir: str | Path) -> ResolvedCheckpoint:
+def resolve(cfg: CheckpointConfig, embedded_dir: str | Path) -> ResolvedCheckpoint:
     """Resolves a checkpoint config to a source and a token count, loading nothing.
 
     Args:
         cfg: the checkpoint config.
-        trajectories_dir: where the project's own trajectories live (``<cache>/trajectories``).
+        embedded_dir: the directory of the embedded trajectory (``pretrain.out_dir``, by
+            default ``<cache>/trajectories/embedded``).
 
     Raises:
         UnknownCheckpointError: unknown family/revision, or a local path that does not exist.
@@ -148,7 +149,7 @@ def resolve(cfg: CheckpointConfig, trajectories_dir: str | Path) -> ResolvedChec
         m = re.fullmatch(r"tokens_(\w+?)(-cooldown)?", cfg.revision)
         if not m:
             raise UnknownCheckpointError(f"embedded revision {cfg.revision!r} is not tokens_<N>[-cooldown]")
-        path = Path(trajectories_dir) / "embedded" / cfg.revision
+        path = Path(embedded_dir) / cfg.revision
         tokens = cfg.tokens if cfg.tokens is not None else parse_token_label(m.group(1))
         if (path / "checkpoint.json").exists():
             tokens = read_checkpoint_meta(path)["tokens"]
@@ -188,7 +189,7 @@ def check_option(option: str) -> None:
     revisions = family_revisions(family)
     if revision not in revisions:
         near = difflib.get_close_matches(revision, revisions, n=1, cutoff=0.5)
-        hint = f"did you mean {family}/{near[0]}?" if near else f"list them: python -m overtraining.checkpoints {family}"
+        hint = f"did you mean {family}/{near[0]}?" if near else f"see python -m overtraining.checkpoints {family}"
         extra = " (other OLMo revisions: checkpoint=hub checkpoint.repo=allenai/OLMo-1B-hf checkpoint.revision=...)"
         raise UnknownCheckpointError(
             f"unknown checkpoint {option!r}: {hint}" + (extra if family == "olmo-1b" else "")

@@ -93,7 +93,7 @@ class PretrainConfig:
         for b in self.budgets:
             parse_token_label(b)
         if self.corpus.source == "local" and not Path(self.corpus.path).is_file():
-            raise FileNotFoundError(f"corpus file {self.corpus.path!r} does not exist: set corpus.path to a .txt/.jsonl")
+            raise FileNotFoundError(f"corpus file {self.corpus.path!r} does not exist: set corpus.path (.txt/.jsonl)")
 
 
 def recipe(cfg: PretrainConfig) -> dict:
@@ -236,7 +236,8 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
         step += 1
         history.append({"step": step, "loss": loss.item(), "lr": lr})
         pbar.update(1)
-        pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{(step - pbar.initial) * tpb / (time.time() - t0):.0f}")
+        tok_s = (step - pbar.initial) * tpb / (time.time() - t0)
+        pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
         for b in [b for b, s in todo.items() if s == step]:
             meta = {"budget": b, "tokens": step * tpb, "step": step, "lr_at_save": lr, "peak_lr": cfg.lr,
                     "schedule": cfg.lr_schedule.name, "branch": "main", "recipe": recipe(cfg),

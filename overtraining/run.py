@@ -72,12 +72,11 @@ def ensure_checkpoint(cfg, ckpt: ResolvedCheckpoint) -> ResolvedCheckpoint:  # n
     from overtraining.pretrain import train_trajectory
 
     print(f"checkpoint {ckpt.name} is not on disk: pretraining the embedded trajectory first")
-    cfg.pretrain.out_dir = str(Path(ckpt.source).parent)
     budget = Path(ckpt.source).name.removeprefix("tokens_").removesuffix("-cooldown")
     train_trajectory(cfg.pretrain, until=budget)
     if not (Path(ckpt.source) / "checkpoint.json").exists():
         raise FileNotFoundError(f"pretraining did not produce {ckpt.source}: is {ckpt.name} in pretrain.budgets?")
-    return resolve(cfg.checkpoint, Path(cfg.cache_dir) / "trajectories")
+    return resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
 
 
 def text_batches(tokenizer, text: str, num_batches: int, batch_size: int, seq_len: int) -> list[dict]:  # noqa: ANN001
@@ -125,7 +124,7 @@ def run_cell(cfg, resolved: dict, run_dir: Path, group: str) -> CellRecord | Non
         print(f"would run cell {cid}: {cfg.checkpoint.family}/{cfg.checkpoint.revision} lr={cfg.lr} -> {run_dir}")
         return None
     t_start = time.time()
-    ckpt = ensure_checkpoint(cfg, resolve(cfg.checkpoint, Path(cfg.cache_dir) / "trajectories"))
+    ckpt = ensure_checkpoint(cfg, resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir()))
     record = CellRecord(cell_id=cid, status="failed", checkpoint=ckpt.name, tokens=ckpt.tokens, lr=cfg.lr,
                         schedule=cfg.lr_schedule.name, sft_data=cfg.sft_data.name, seed=cfg.seed,
                         config=resolved, provenance=provenance())
@@ -149,7 +148,7 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     from overtraining.evaluation.perplexity import perplexity
     from overtraining.geometry.config import measure_checkpoint, measure_pair
     from overtraining.models import load_model, load_tokenizer
-    from overtraining.tracking import make_sink, run_id_for
+    from overtraining.tracking import NullSink, make_sink, run_id_for
     from overtraining.training.sft import finetune
 
     device = pick_device(cfg.trainer.device)
@@ -164,14 +163,20 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     record.timings["setup_s"] = time.time() - t0
 
     t0 = time.time()
-    base, hit = base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, device)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 evaluates and writes
+    base, hit = base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, device) if rank0 else ({}, 0)
     record.metrics |= {f"base/{k}": v for k, v in base.items()}
     record.notes.append("base evaluation: " + ("cache hit" if hit else "computed"))
     record.timings["base_s"] = time.time() - t0
+    if cfg.trainer.max_steps == 0 and cfg.trainer.epochs == 0:  # a probe-only cell: no SFT
+        record.status = "completed"
+        record.notes.append("probe-only cell (trainer.max_steps=0): base measurements only")
+        _finish(record, run_dir, NullSink(), t_start)
+        return
 
     sink = make_sink(cfg.logger, {**record.config, "tokens": record.tokens, "checkpoint_name": record.checkpoint},
                      group=group, run_id=run_id_for(f"{group}/{record.cell_id}"),
-                     name=f"{ckpt.name} lr={cfg.lr:g}", run_dir=run_dir)
+                     name=f"{ckpt.name} lr={cfg.lr:g}", run_dir=run_dir) if rank0 else NullSink()
     probe_text = corpus.text("ood_prose")[:40_000]
 
     def probe(m) -> dict:  # noqa: ANN001 - the cheap OOD proxy along the SFT trajectory
@@ -183,6 +188,8 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     outcome = finetune(model, tokenizer, data, cfg.lr, cfg.lr_schedule, cfg.trainer, run_dir / "sft",
                        probe=probe, on_step=lambda row: sink.log(row, step=row.get("step")))
     record.timings["sft_s"] = time.time() - t0
+    if not rank0:
+        return
     record.curves = {"sft": outcome.history, "probes": outcome.probes}
     record.metrics |= {"sft/steps": outcome.steps, "sft/tokens": outcome.tokens,
                        "sft/target_reached_step": outcome.target_reached_step,
@@ -209,7 +216,7 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
         pair = measure_pair(base_model, outcome.model, geo_batches, g)
         alphas, losses = pair.pop("landscape/alphas", None), pair.pop("landscape/losses", None)
         if alphas is not None:
-            record.curves["landscape"] = [{"alpha": a, "loss": v} for a, v in zip(alphas, losses)]
+            record.curves["landscape"] = [{"alpha": a, "loss": v} for a, v in zip(alphas, losses, strict=True)]
         record.metrics |= {k: v for k, v in pair.items() if not isinstance(v, list)}
         record.timings["pair_s"] = time.time() - t0
     record.status = outcome.status
@@ -284,10 +291,7 @@ def main() -> None:
             validate(cfg)
         except (ValueError, FileNotFoundError) as err:
             raise SystemExit(f"error: {err}") from None
-        if int(os.environ.get("RANK", "0")) != 0:
-            run_dir = Path(hc.runtime.output_dir) / f"rank{os.environ['RANK']}"
-        else:
-            run_dir = Path(hc.runtime.output_dir)
+        run_dir = Path(hc.runtime.output_dir)  # shared by all ranks (pass hydra.run.dir under torchrun)
         multirun = hc.mode.name == "MULTIRUN"
         try:
             run_cell(cfg, resolved, run_dir, group=dcfg.get("sweep_name") or "single")

@@ -39,7 +39,7 @@ def test_local_checkpoint_missing(tmp_path):
 
 
 def test_embedded_before_pretraining_uses_the_label(tmp_path):
-    ck = resolve(CheckpointConfig(family="embedded", revision="tokens_2M-cooldown"), tmp_path)
+    ck = resolve(CheckpointConfig(family="embedded", revision="tokens_2M-cooldown"), tmp_path / "embedded")
     assert ck.embedded and ck.tokens == 2_000_000 and ck.source.endswith("embedded/tokens_2M-cooldown")
 
 

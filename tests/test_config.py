@@ -10,8 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from overtraining.config import CONF_DIR, precheck_yaml, register_cell_schema
-
-from .conftest import run_module
+from tests.conftest import run_module
 
 GROUPS = ["model", "sft_data", "lr_schedule", "trainer", "eval", "sharpness", "logger"]
 

@@ -18,7 +18,7 @@ def test_checkpoints_with_exact_tokens(corpus_cache, tmp_path):
     paths = train_trajectory(tiny_recipe(corpus_cache, tmp_path / "traj"))
     assert [p.name for p in paths] == ["tokens_1K", "tokens_2K", "tokens_3K"]
     tpb = 4 * 64
-    for p, steps in zip(paths, (4, 8, 12)):  # ceil(budget / 256 tokens per step)
+    for p, steps in zip(paths, (4, 8, 12), strict=True):  # ceil(budget / 256 tokens per step)
         meta = json.loads((p / "checkpoint.json").read_text())
         assert meta["step"] == steps and meta["tokens"] == steps * tpb
         cool = json.loads((p.parent / f"{p.name}-cooldown" / "checkpoint.json").read_text())

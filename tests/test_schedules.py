@@ -27,7 +27,7 @@ def test_wsd_flat_then_decays_to_floor():
     assert all(lr == pytest.approx(1.0) for lr in lrs[10:80])  # stable phase
     assert lrs[90] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the decay
     assert lr_at([100], cfg, 100, 1.0)[0] == pytest.approx(0.1)  # the floor
-    assert all(a >= b for a, b in zip(lrs[80:], lrs[81:]))
+    assert all(a >= b for a, b in zip(lrs[80:], lrs[81:], strict=False))
 
 
 def test_unknown_schedule_names_the_options():

@@ -145,7 +145,7 @@ def hub_corpus(name: str, cache_dir: str | os.PathLike, config: str | None = Non
     import datasets
 
     ds = datasets.load_dataset(name, config, split="train", streaming=True)
-    docs = [row["text"] for _, row in zip(range(max_docs), ds)]
+    docs = [row["text"] for _, row in zip(range(max_docs), ds, strict=False)]
     root = Path(cache_dir) / "corpus" / name.replace("/", "--")
     root.mkdir(parents=True, exist_ok=True)
     (root / "train.txt").write_text(_DOC_SEP.join(d for i, d in enumerate(docs) if i % 50), encoding="utf-8")

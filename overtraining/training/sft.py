@@ -457,7 +457,7 @@ def finetune(
     while progress.status == "running" and progress.step < total:
         record = _train_step(ctx, progress, world, rank)
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
         if on_step is not None and distributed.is_rank0():
             on_step(record)
     bar.close()

@@ -1,17 +1,19 @@
-"""A real sweep through Slurm: launch/slurm-local.sh, then a 2-cell array job via hydra/launcher=slurm_local."""
+"""Real sweeps through Slurm (launch/slurm-local.sh): a 2-cell array job, and a preempted cell that requeues."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from overtraining.results import read_record
 from tests.conftest import ROOT
-from tests.launch.conftest import TINY_CELL, run_cell
+from tests.launch.conftest import TINY_CELL, cell_env, run_cell
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
@@ -55,3 +57,58 @@ def test_two_cell_array_sweep(slurm_cluster, tmp_path: Path, tiny_cache: Path) -
         assert f"lr={rec.lr}" in str(path.parent)  # each record in its own cell's dir
         lrs.append(rec.lr)
     assert sorted(lrs) == [1e-3, 3e-3]
+
+
+def _squeue(name: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %t"], capture_output=True, text=True).stdout
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+def _wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_preempted_cell_is_requeued_and_resumes_its_sft(slurm_cluster, tmp_path: Path, tiny_cache: Path) -> None:
+    """USR2 (what Slurm sends before a timeout or preemption) -> checkpoint() -> requeue -> SFT resumes."""
+    name, steps, every = f"ot-requeue-{os.getpid()}", 300, 20
+    cmd = [
+        sys.executable,
+        "-m",
+        "overtraining.run",
+        "-m",
+        *TINY_CELL,
+        f"trainer.max_steps={steps}",
+        f"trainer.checkpoint_every={every}",
+        "sweep_name=requeue",
+        "hydra/launcher=slurm_local",
+        f"hydra.launcher.name={name}",
+    ]
+    launcher = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cell_env(tiny_cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sweep = tmp_path / "multirun" / "requeue"
+    try:
+        state = _wait_for(lambda: next(sweep.rglob("sft/sft_state.pt"), None), 120, "the first SFT state")
+        ((job, _),) = _squeue(name)
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        _wait_for(lambda: [s for _, s in _squeue(name) if s == "PD"], 60, "the requeued job to be pending")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip Slurm's ~2 min hold
+        assert launcher.wait(timeout=150) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for job, _ in _squeue(name):
+            subprocess.run(["scancel", job])
+    rec = read_record(state.parent.parent / "record.json")
+    logs = "\n".join(p.read_text() for p in sweep.glob(".submitit/*/*log.out"))
+    assert "Requeued job" in logs
+    assert rec.status == "completed" and rec.metrics["sft/steps"] == steps
+    resumed = rec.metrics["sft/resumed_from"]
+    assert resumed and resumed % every == 0 and f"SFT resumed from step {resumed}" in rec.notes
+    assert [row["step"] for row in rec.curves["sft"]] == list(range(1, steps + 1))
