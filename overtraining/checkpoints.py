@@ -35,8 +35,11 @@ OLMO_1B_KNOWN = (
     "step440000-tokens1845B", "step550000-tokens2307B", "step660000-tokens2768B",
     "step738020-tokens3094B",
 )
-# The embedded trajectory's token budgets (see conf/pretrain.yaml; kept equal by a test).
+# The embedded trajectory's default token budgets (PretrainConfig.budgets).
 EMBEDDED_BUDGETS = ("250K", "500K", "1M", "2M", "4M")
+# Budget labels that are options of the checkpoint group (for other recipes' budgets).
+BUDGET_LABELS = tuple(f"{n}{u}" for u in "KMB" for n in (1, 2, 4, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 125, 128,
+                                                        200, 250, 256, 400, 500, 512, 800))
 
 
 @dataclass
@@ -105,7 +108,7 @@ def family_revisions(family: str) -> list[str]:
         UnknownCheckpointError: if the family is unknown (the message suggests the nearest).
     """
     if family == "embedded":
-        return [f"tokens_{b}{c}" for b in EMBEDDED_BUDGETS for c in ("", "-cooldown")]
+        return [f"tokens_{b}{c}" for b in BUDGET_LABELS for c in ("", "-cooldown")]
     if family in pythia_families():
         return [f"step{s}" for s in PYTHIA_STEPS]
     if family == "olmo-1b":
@@ -209,6 +212,8 @@ def register_options(cs) -> None:  # noqa: ANN001 - hydra ConfigStore
 def list_checkpoints(family: str, online: bool = False) -> list[tuple[str, int]]:
     """(revision, tokens) of a family, from the Hub when ``online`` (OLMo has many more)."""
     revisions = family_revisions(family)
+    if family == "embedded":  # the default recipe's budgets (any budget label is accepted)
+        revisions = [f"tokens_{b}{c}" for b in EMBEDDED_BUDGETS for c in ("", "-cooldown")]
     if online and family != "embedded":
         from huggingface_hub import list_repo_refs
 

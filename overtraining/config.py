@@ -65,8 +65,14 @@ class CellConfig:
     sweep_name: str = "default"  # names multirun/<sweep_name>/ and the W&B group
 
 
+_REGISTERED: set[str] = set()
+
+
 def register_schemas() -> None:
     """Registers the schema of every group and the checkpoint options (idempotent)."""
+    if "base" in _REGISTERED:
+        return
+    _REGISTERED.add("base")
     cs = ConfigStore.instance()
     cs.store(name="pretrain_schema", node=PretrainConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

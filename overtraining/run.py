@@ -145,7 +145,7 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     from overtraining.data.sft_data import load_sft_data, score_fn
     from overtraining.evaluation.evaluate import evaluate_model
     from overtraining.evaluation.forgetting import forgetting
-    from overtraining.evaluation.perplexity import perplexity
+    from overtraining.evaluation.perplexity import hub_text, perplexity
     from overtraining.geometry.config import measure_checkpoint, measure_pair
     from overtraining.models import load_model, load_tokenizer
     from overtraining.tracking import NullSink, make_sink, run_id_for
@@ -159,7 +159,8 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
     data = load_sft_data(cfg.sft_data, tokenizer)
     corpus = build_embedded_corpus(cfg.cache_dir)
     g = cfg.sharpness
-    geo_batches = text_batches(tokenizer, corpus.text("ood_prose"), g.num_batches, g.batch_size, g.seq_len)
+    geo_text = corpus.text(g.text) if g.text in corpus.splits else hub_text(g.text, cfg.cache_dir)
+    geo_batches = text_batches(tokenizer, geo_text, g.num_batches, g.batch_size, g.seq_len)
     record.timings["setup_s"] = time.time() - t0
 
     t0 = time.time()

@@ -46,7 +46,7 @@ def test_embedded_before_pretraining_uses_the_label(tmp_path):
 @pytest.mark.parametrize(
     ("option", "hint"),
     [("pythia-70m/step1001", "did you mean pythia-70m/step1000"), ("pythia70m/step1000", "did you mean 'pythia-70m'"),
-     ("embedded/tokens_3M", "embedded/tokens_")],
+     ("embedded/tokens_3M", "embedded/tokens_")],  # 3M is no budget label
 )
 def test_unknown_checkpoint_suggests(option, hint):
     with pytest.raises(UnknownCheckpointError, match=hint):
@@ -58,7 +58,8 @@ def test_listing_is_sorted_by_tokens():
     assert rows[0] == ("step0", 0) and rows[-1] == ("step143000", 143000 * PYTHIA_TOKENS_PER_STEP)
     assert len(rows) == 154
     assert [t for _, t in rows] == sorted(t for _, t in rows)
-    assert len(list_checkpoints("embedded")) == 2 * len(EMBEDDED_BUDGETS)
+    embedded = [rev for rev, _ in list_checkpoints("embedded")]
+    assert all(f"tokens_{b}" in embedded and f"tokens_{b}-cooldown" in embedded for b in EMBEDDED_BUDGETS)
 
 
 def test_token_labels_round_trip():

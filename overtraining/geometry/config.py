@@ -65,6 +65,9 @@ class GeometryConfig:
         landscape_2d_span: the 2D grid spans [-span, span] in filter-normalised units.
         seed: seed of every noise draw, probe and direction.
         on_finetuned: ``run.py`` also runs ``measure_checkpoint`` on the fine-tuned model.
+        text: the text the batches come from: an embedded corpus split (ood_prose,
+            id_heldout, ...) or a Hub text (wikitext2, c4; the Pythia-70M reproduction
+            measured perturbation on WikiText-2).
     """
 
     estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl"])
@@ -87,6 +90,7 @@ class GeometryConfig:
     landscape_2d_span: float = 1.0
     seed: int = 0
     on_finetuned: bool = False
+    text: str = "ood_prose"
 
     def __post_init__(self) -> None:
         for name in self.estimators:
