@@ -113,6 +113,8 @@ def precheck_overrides(argv: list[str]) -> None:
             continue
         values = [v.strip() for v in value.split(",")]
         try:
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and "$" not in value:
+                _check_writable(Path(value))
             if key == "checkpoint":
                 for v in values:
                     check_option(v)
@@ -125,6 +127,16 @@ def precheck_overrides(argv: list[str]) -> None:
                         raise ValueError(f"lr must be > 0, got {v}: pass e.g. lr=1e-4")
         except (UnknownCheckpointError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output dir {path} is not writable ({err.strerror}): point hydra.run.dir (or hydra.sweep.dir) elsewhere") from None
 
 
 def _check_group_option(group: str, option: str) -> None:

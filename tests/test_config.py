@@ -48,7 +48,9 @@ def test_every_experiment_composes(experiment):
 
 def test_typo_and_wrong_type_fail_at_compose():
     with pytest.raises(Exception, match="lrr"):
-        _compose(["+lrr=1"])
+        _compose(["lrr=1"])
+    with pytest.raises(Exception, match="max_stepz"):
+        _compose(["trainer.max_stepz=5"])
     with pytest.raises(Exception, match="trainer.max_steps"):
         _compose(["trainer.max_steps=lots"])
 
@@ -72,17 +74,17 @@ def test_broken_yaml_is_one_line(tmp_path):
 )
 def test_bad_input_fails_fast_with_the_fix(tmp_path, args, message):
     proc = run_module("overtraining.run", *args, "logger=none", cwd=tmp_path,
-                      env={"OVERTRAINING_CACHE": str(tmp_path / "cache")}, timeout=120)
+                      env={"OVERTRAINING_CACHE": str(tmp_path / "cache")}, timeout=300)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not (tmp_path / "cache" / "trajectories").exists()  # failed before any pretraining/model load
 
 
 def test_cfg_job_and_help(tmp_path):
-    proc = run_module("overtraining.run", "--cfg", "job", cwd=tmp_path, timeout=120)
+    proc = run_module("overtraining.run", "--cfg", "job", cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "lr: 0.001" in proc.stdout and "checkpoint:" in proc.stdout and "family: embedded" in proc.stdout
-    helped = run_module("overtraining.run", "--help", cwd=tmp_path, timeout=120)
+    helped = run_module("overtraining.run", "--help", cwd=tmp_path, timeout=300)
     assert helped.returncode == 0 and "== Config groups ==" in helped.stdout
     assert len(helped.stdout.splitlines()) < 400  # the thousands of checkpoint options are not listed
     assert Path(tmp_path / "outputs").exists() is False

@@ -35,7 +35,7 @@ SWEEP = [
 def sweep(tmp_path_factory) -> Path:
     """Runs the sweep once (W&B offline) and returns its directory."""
     work = tmp_path_factory.mktemp("sweep")
-    out = run_cell(*SWEEP, "logger.mode=offline", f"logger.dir={work / 'wandb'}", cwd=work, cache=work / "cache",
+    out = run_cell("-m", *SWEEP, "logger.mode=offline", f"logger.dir={work / 'wandb'}", cwd=work, cache=work / "cache",
                    timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return work / "multirun" / "itest"
@@ -71,7 +71,7 @@ def test_base_evaluation_is_paid_once_per_checkpoint(sweep):
 def test_rerun_skips_finished_cells(sweep):
     work = sweep.parent.parent
     before = {p: p.stat().st_mtime_ns for p in sweep.rglob("record.json")}
-    out = run_cell(*SWEEP, "logger=none", cwd=work, cache=work / "cache", timeout=300)
+    out = run_cell("-m", *SWEEP, "logger=none", cwd=work, cache=work / "cache", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("skip: cell") == 4
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("record.json")} == before

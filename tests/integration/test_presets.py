@@ -1,0 +1,49 @@
+"""Every embedded preset runs with its smallest settings and writes finite, plausible numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from overtraining.config import CONF_DIR
+from overtraining.results import load_records
+from tests.launch.conftest import TINY_PRETRAIN, run_cell
+
+pytestmark = pytest.mark.integration
+
+EMBEDDED = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")
+                  if p.stem.endswith("_embedded") or p.stem in ("demo", "rofin_sharpness_pretraining"))
+SMALL = [*TINY_PRETRAIN, "pretrain.budgets=[250K]", "checkpoint=embedded/tokens_250K", "lr=1e-3",
+         "sft_data.num_train=64", "sft_data.num_heldout=8", "eval.limit=20", "eval.id_max_examples=2",
+         "eval.format_probe_prompts=2", "sharpness.num_batches=1", "sharpness.perturb_seeds=1", "logger=none"]
+SFT_SMALL = ["trainer.max_steps=6", "trainer.probe_every=3", "trainer.epochs=0", "trainer.target_loss=null"]
+
+
+@pytest.mark.parametrize("preset", EMBEDDED)
+def test_embedded_preset(preset, tmp_path_factory):
+    work = tmp_path_factory.mktemp(preset)
+    probe_only = preset in ("springer_perturbation_embedded", "rofin_sharpness_pretraining")
+    args = [f"+experiment={preset}", *SMALL, *([] if probe_only else SFT_SMALL), "sharpness.eig_max_iter=5"]
+    if preset == "rofin_sharpness_pretraining":
+        args.append("checkpoint=embedded/tokens_250K,embedded/tokens_250K-cooldown")
+    out = run_cell("-m", *args, cwd=work, cache=work / "cache", timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    records = load_records(work / "multirun")
+    expected = {"rofin_sharpness_pretraining": 6}.get(preset, 1)  # 3 schedules x main/cooldown
+    assert len(records) == expected
+    for r in records:
+        assert r.status in ("completed", "target_reached"), r.notes
+        assert r.config["experiment"] == preset
+        for key, value in r.metrics.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), key
+        if probe_only:
+            assert r.metrics["base/perturb/gamma=0.2/delta_loss_mean"] > -0.05
+            assert r.metrics["base/sharpness/kl"] > 0
+        else:
+            assert 0 < r.metrics["ft/ppl/ood_prose/ppl"] < 260  # below a uniform byte model's perplexity
+            assert r.metrics["sft/steps"] == 6
+    if preset == "rofin_sharpness_pretraining":
+        assert {r.config["pretrain"]["lr_schedule"]["name"] for r in records} == {"constant", "wsd", "cosine"}
+        assert all(0 < r.metrics["base/sharpness/hessian_top"] < 1e4 for r in records)
