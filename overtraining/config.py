@@ -80,7 +80,20 @@ def register_schemas() -> None:
     register_options(cs)
 
 
+def short_dirname(name: str, limit: int = 120) -> str:
+    """A sweep subdir from Hydra's override_dirname, shortened with a hash when too long."""
+    import hashlib
+
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
 def register_cell_schema() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("short_dirname"):
+        OmegaConf.register_new_resolver("short_dirname", short_dirname)
     register_schemas()
     cs = ConfigStore.instance()
     for group, node in (("eval", EvalConfig), ("sft_data", SFTDataConfig), ("trainer", TrainerConfig),

@@ -58,7 +58,7 @@ def validate(cfg) -> None:  # noqa: ANN001 - CellConfig (built lazily)
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
@@ -134,8 +134,9 @@ def run_cell(cfg, resolved: dict, run_dir: Path, group: str) -> CellRecord | Non
     except Exception as err:
         record.status = "failed"
         record.notes.append(f"{type(err).__name__}: {err}")
-        write_record(record, run_dir)  # what was measured before the failure is kept
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_record(record, run_dir)  # what was measured before the failure is kept
+            (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
     return record
 
