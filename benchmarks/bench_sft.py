@@ -40,8 +40,13 @@ from overtraining.training.sft import TrainerConfig, finetune
 
 
 def _model(args: argparse.Namespace) -> torch.nn.Module:
-    cfg = ModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                      intermediate_size=4 * args.hidden, max_seq_len=args.max_length)
+    cfg = ModelConfig(
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_seq_len=args.max_length,
+    )
     model = build_tiny_model(cfg, seed=0)
     if args.vocab:  # a Pythia-sized LM head (ids stay bytes): what sparse logits save on real models
         model.resize_token_embeddings(args.vocab, mean_resizing=False)
@@ -55,14 +60,16 @@ def _throughput(times: list[float], tokens: list[int], warmup: int) -> float:
 
 def bench_finetune(args: argparse.Namespace, packing: bool) -> tuple[float, float]:
     tok = byte_tokenizer()
-    data = load_sft_data(SFTDataConfig(num_train=args.num_train, num_heldout=1, max_length=args.max_length,
-                                       packing=packing), tok)
+    data = load_sft_data(
+        SFTDataConfig(num_train=args.num_train, num_heldout=1, max_length=args.max_length, packing=packing), tok
+    )
     batch = args.batch
     if packing:  # as many rows as hold the tokens of `args.batch` examples: the same tokens per step
         mean_tokens = sum(row["num_tokens"] for row in data.train) / len(data.train)
         batch = max(1, round(args.batch * args.mean_example_tokens / mean_tokens))
-    cfg = TrainerConfig(max_steps=args.steps, batch_size=batch, probe_every=0, checkpoint_every=0,
-                        device=args.device, max_grad_norm=1.0)
+    cfg = TrainerConfig(
+        max_steps=args.steps, batch_size=batch, probe_every=0, checkpoint_every=0, device=args.device, max_grad_norm=1.0
+    )
     times, cumulative = [], []
 
     def on_step(record: dict) -> None:
@@ -101,13 +108,26 @@ def bench_trainer(args: argparse.Namespace) -> tuple[float, float]:
     clock = _Clock(args.device)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
-            output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch, learning_rate=args.lr,
-            lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, bf16=args.device.startswith("cuda"),
-            use_cpu=args.device == "cpu", report_to="none", save_strategy="no", logging_strategy="no",
-            disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False, seed=0,
+            output_dir=out,
+            max_steps=args.steps,
+            per_device_train_batch_size=args.batch,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            bf16=args.device.startswith("cuda"),
+            use_cpu=args.device == "cpu",
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            seed=0,
         )
-        Trainer(model=_model(args), args=targs, train_dataset=data.train, data_collator=collate,
-                callbacks=[clock]).train()
+        Trainer(
+            model=_model(args), args=targs, train_dataset=data.train, data_collator=collate, callbacks=[clock]
+        ).train()
     tokens = tokens[: len(clock.times)]
     return _throughput(clock.times, tokens, args.warmup), sum(tokens) / len(tokens)
 
@@ -128,10 +148,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"device={args.device} hidden={args.hidden} layers={args.layers} vocab={args.vocab or 260} "
-          f"batch={args.batch} steps={args.steps} repeats={args.repeats} (best of)")
-    examples = load_sft_data(SFTDataConfig(num_train=args.num_train, num_heldout=1, max_length=args.max_length),
-                             byte_tokenizer()).train
+    print(
+        f"device={args.device} hidden={args.hidden} layers={args.layers} vocab={args.vocab or 260} "
+        f"batch={args.batch} steps={args.steps} repeats={args.repeats} (best of)"
+    )
+    examples = load_sft_data(
+        SFTDataConfig(num_train=args.num_train, num_heldout=1, max_length=args.max_length), byte_tokenizer()
+    ).train
     args.mean_example_tokens = sum(len(ex["input_ids"]) for ex in examples) / len(examples)
     runs = {"trainer": [], "padded": [], "packed": []}
     for _ in range(args.repeats):  # interleaved; the best of each, against noise from shared cores

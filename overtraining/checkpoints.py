@@ -31,15 +31,22 @@ PYTHIA_STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
 # OLMo-1B-hf revisions named in the papers and the Hub page; the full list needs the Hub
 # (`list_repo_refs`), and its step -> tokens map is not a formula: the name is the truth.
 OLMO_1B_KNOWN = (
-    "step20000-tokens84B", "step117850-tokens494B", "step330000-tokens1384B",
-    "step440000-tokens1845B", "step550000-tokens2307B", "step660000-tokens2768B",
+    "step20000-tokens84B",
+    "step117850-tokens494B",
+    "step330000-tokens1384B",
+    "step440000-tokens1845B",
+    "step550000-tokens2307B",
+    "step660000-tokens2768B",
     "step738020-tokens3094B",
 )
 # The embedded trajectory's default token budgets (PretrainConfig.budgets).
 EMBEDDED_BUDGETS = ("250K", "500K", "1M", "2M", "4M")
 # Budget labels that are options of the checkpoint group (for other recipes' budgets).
-BUDGET_LABELS = tuple(f"{n}{u}" for u in "KMB" for n in (1, 2, 4, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 125, 128,
-                                                        200, 250, 256, 400, 500, 512, 800))
+BUDGET_LABELS = tuple(
+    f"{n}{u}"
+    for u in "KMB"
+    for n in (1, 2, 4, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 125, 128, 200, 250, 256, 400, 500, 512, 800)
+)
 
 
 @dataclass
@@ -194,9 +201,7 @@ def check_option(option: str) -> None:
         near = difflib.get_close_matches(revision, revisions, n=1, cutoff=0.5)
         hint = f"did you mean {family}/{near[0]}?" if near else f"see python -m overtraining.checkpoints {family}"
         extra = " (other OLMo revisions: checkpoint=hub checkpoint.repo=allenai/OLMo-1B-hf checkpoint.revision=...)"
-        raise UnknownCheckpointError(
-            f"unknown checkpoint {option!r}: {hint}" + (extra if family == "olmo-1b" else "")
-        )
+        raise UnknownCheckpointError(f"unknown checkpoint {option!r}: {hint}" + (extra if family == "olmo-1b" else ""))
 
 
 def register_options(cs) -> None:  # noqa: ANN001 - hydra ConfigStore
@@ -205,8 +210,9 @@ def register_options(cs) -> None:  # noqa: ANN001 - hydra ConfigStore
     cs.store(group="checkpoint", name="local", node={"family": "local", "revision": "", "path": "???"})
     for family in ["embedded", "olmo-1b", *pythia_families()]:
         for rev in family_revisions(family):
-            cs.store(group=f"checkpoint/{family}", name=rev, package="checkpoint",
-                     node={"family": family, "revision": rev})
+            cs.store(
+                group=f"checkpoint/{family}", name=rev, package="checkpoint", node={"family": family, "revision": rev}
+            )
 
 
 def list_checkpoints(family: str, online: bool = False) -> list[tuple[str, int]]:

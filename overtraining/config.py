@@ -44,6 +44,7 @@ class LaunchConfig:
     rerun_failed: bool = False  # rerun cells whose record says failed/diverged
     dry_run: bool = False  # only list the cells that would run
 
+
 @dataclass
 class CellConfig:
     """One cell: one checkpoint x one SFT recipe (``python -m overtraining.run``)."""
@@ -96,8 +97,13 @@ def register_cell_schema() -> None:
         OmegaConf.register_new_resolver("short_dirname", short_dirname)
     register_schemas()
     cs = ConfigStore.instance()
-    for group, node in (("eval", EvalConfig), ("sft_data", SFTDataConfig), ("trainer", TrainerConfig),
-                        ("sharpness", GeometryConfig), ("logger", LoggerConfig)):
+    for group, node in (
+        ("eval", EvalConfig),
+        ("sft_data", SFTDataConfig),
+        ("trainer", TrainerConfig),
+        ("sharpness", GeometryConfig),
+        ("logger", LoggerConfig),
+    ):
         cs.store(group=group, name=f"{group}_schema", node=node)
     ConfigStore.instance().store(name="cell_schema", node=CellConfig)
 
@@ -149,7 +155,9 @@ def _check_writable(path: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"output dir {path} is not writable ({err.strerror}): point hydra.run.dir (or hydra.sweep.dir) elsewhere") from None
+        raise ValueError(
+            f"output dir {path} is not writable ({err.strerror}): point hydra.run.dir (or hydra.sweep.dir) elsewhere"
+        ) from None
 
 
 def _check_group_option(group: str, option: str) -> None:

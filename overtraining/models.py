@@ -59,9 +59,15 @@ def build_tiny_model(cfg: ModelConfig, seed: int) -> PreTrainedModel:
     """A freshly initialised causal LM over the byte vocabulary."""
     torch.manual_seed(seed)
     common = dict(
-        vocab_size=VOCAB_SIZE, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_seq_len, bos_token_id=256, eos_token_id=256, pad_token_id=257,
+        vocab_size=VOCAB_SIZE,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_seq_len,
+        bos_token_id=256,
+        eos_token_id=256,
+        pad_token_id=257,
     )
     if cfg.arch == "gpt_neox":
         config = GPTNeoXConfig(**common, use_parallel_residual=True, tie_word_embeddings=False)
@@ -84,8 +90,11 @@ def load_tokenizer(ckpt: ResolvedCheckpoint, trust_remote_code: bool = False):  
 def load_model(ckpt: ResolvedCheckpoint, cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     """Loads a checkpoint by Hub repo + revision or local path, in the configured dtype."""
     model = AutoModelForCausalLM.from_pretrained(
-        ckpt.source, revision=ckpt.revision, dtype=torch_dtype(cfg, device),
-        attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code,
+        ckpt.source,
+        revision=ckpt.revision,
+        dtype=torch_dtype(cfg, device),
+        attn_implementation=cfg.attn_implementation,
+        trust_remote_code=cfg.trust_remote_code,
     )
     return model.to(device)
 

@@ -139,8 +139,16 @@ def _save_checkpoint(model, tokenizer, path: Path, meta: dict) -> None:  # noqa:
 def _save_state(path: Path, model, opt, sched, step: int, history: list) -> None:  # noqa: ANN001
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "step": step, "history": history}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "step": step,
+            "history": history,
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -192,8 +200,10 @@ def _check_recipe(out: Path, cfg: PretrainConfig) -> None:
         have = json.loads(path.read_text())
         if have != want:
             diff = sorted(k for k in want if have.get(k) != want[k])
-            raise ValueError(f"{out} holds a trajectory of another recipe (differs in {diff}): "
-                             "set out_dir to a new directory or delete the old one")
+            raise ValueError(
+                f"{out} holds a trajectory of another recipe (differs in {diff}): "
+                "set out_dir to a new directory or delete the old one"
+            )
     else:
         write_json_atomic(path, want)
 
@@ -210,8 +220,11 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
         return paths
     corpus = load_corpus(cfg.corpus, cfg.cache_dir)
     tokens = encode_bytes(corpus.text("train"))
-    evals = {s: fixed_batches(encode_bytes(corpus.text(s)), cfg.eval_batches, cfg.batch_size, cfg.seq_len)
-             for s in ("id_heldout", "ood_prose") if s in corpus.splits}
+    evals = {
+        s: fixed_batches(encode_bytes(corpus.text(s)), cfg.eval_batches, cfg.batch_size, cfg.seq_len)
+        for s in ("id_heldout", "ood_prose")
+        if s in corpus.splits
+    }
     tokenizer = byte_tokenizer()
     model = build_tiny_model(cfg.model, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -239,16 +252,30 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
         tok_s = (step - pbar.initial) * tpb / (time.time() - t0)
         pbar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:.0f}", refresh=False)
         for b in [b for b, s in todo.items() if s == step]:
-            meta = {"budget": b, "tokens": step * tpb, "step": step, "lr_at_save": lr, "peak_lr": cfg.lr,
-                    "schedule": cfg.lr_schedule.name, "branch": "main", "recipe": recipe(cfg),
-                    "provenance": provenance()}
+            meta = {
+                "budget": b,
+                "tokens": step * tpb,
+                "step": step,
+                "lr_at_save": lr,
+                "peak_lr": cfg.lr,
+                "schedule": cfg.lr_schedule.name,
+                "branch": "main",
+                "recipe": recipe(cfg),
+                "provenance": provenance(),
+            }
             meta["probes"] = _probe(model, evals, cfg.sharpness_estimators, next(iter(evals.values())))
             _save_checkpoint(model, tokenizer, out / f"tokens_{b}", meta)
             if cfg.cooldown_ratio > 0:
                 n = math.ceil(cfg.cooldown_ratio * step)
                 branch = _cooldown(model, opt, tokens, cfg, step, n)
-                cmeta = meta | {"tokens": (step + n) * tpb, "step": step + n, "lr_at_save": 0.0,
-                                "branch": "cooldown", "parent": f"tokens_{b}", "cooldown_steps": n}
+                cmeta = meta | {
+                    "tokens": (step + n) * tpb,
+                    "step": step + n,
+                    "lr_at_save": 0.0,
+                    "branch": "cooldown",
+                    "parent": f"tokens_{b}",
+                    "cooldown_steps": n,
+                }
                 cmeta["probes"] = _probe(branch, evals, cfg.sharpness_estimators, next(iter(evals.values())))
                 _save_checkpoint(branch, tokenizer, out / f"tokens_{b}-cooldown", cmeta)
             _save_state(state_path, model, opt, sched, step, history)
@@ -261,8 +288,15 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
             return []
     pbar.close()
     seconds = time.time() - t0
-    write_json_atomic(out / "trajectory.json", {"history": history, "checkpoints": [p.name for p in paths],
-                                                "last_run_seconds": seconds, "tokens_per_batch": tpb})
+    write_json_atomic(
+        out / "trajectory.json",
+        {
+            "history": history,
+            "checkpoints": [p.name for p in paths],
+            "last_run_seconds": seconds,
+            "tokens_per_batch": tpb,
+        },
+    )
     return paths
 
 

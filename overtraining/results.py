@@ -72,14 +72,20 @@ def provenance() -> dict[str, str]:
 
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return {
-        "git_sha": sha or "unknown", "host": platform.node(), "python": platform.python_version(),
-        "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": sha or "unknown",
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 

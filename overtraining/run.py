@@ -100,16 +100,32 @@ def base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, de
 
     def compute() -> dict:
         t0 = time.time()
-        out = evaluate_model(model, tokenizer, cfg.eval, corpus, cfg.cache_dir, heldout=data.heldout,
-                             heldout_raw=data.heldout_raw, score_fn=score_fn(data.name))
+        out = evaluate_model(
+            model,
+            tokenizer,
+            cfg.eval,
+            corpus,
+            cfg.cache_dir,
+            heldout=data.heldout,
+            heldout_raw=data.heldout_raw,
+            score_fn=score_fn(data.name),
+        )
         t1 = time.time()
         out |= measure_checkpoint(model, geo_batches, cfg.sharpness)
         return out | {"time/base_eval_s": t1 - t0, "time/base_geometry_s": time.time() - t1}
 
-    key = {"checkpoint": ckpt.name, "source": ckpt.source, "revision": ckpt.revision, "tokens": ckpt.tokens,
-           "eval": asdict(cfg.eval), "sharpness": asdict(cfg.sharpness), "sft_data": asdict(cfg.sft_data),
-           "dtype": cfg.model.dtype, "device": device.type,
-           "code": [CODE_VERSION, EVAL_CODE_VERSION, TASKS_VERSION]}
+    key = {
+        "checkpoint": ckpt.name,
+        "source": ckpt.source,
+        "revision": ckpt.revision,
+        "tokens": ckpt.tokens,
+        "eval": asdict(cfg.eval),
+        "sharpness": asdict(cfg.sharpness),
+        "sft_data": asdict(cfg.sft_data),
+        "dtype": cfg.model.dtype,
+        "device": device.type,
+        "code": [CODE_VERSION, EVAL_CODE_VERSION, TASKS_VERSION],
+    }
     return BaseEvalCache(Path(cfg.cache_dir) / "base_eval").get_or_compute(key, compute)
 
 
@@ -125,9 +141,18 @@ def run_cell(cfg, resolved: dict, run_dir: Path, group: str) -> CellRecord | Non
         return None
     t_start = time.time()
     ckpt = ensure_checkpoint(cfg, resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir()))
-    record = CellRecord(cell_id=cid, status="failed", checkpoint=ckpt.name, tokens=ckpt.tokens, lr=cfg.lr,
-                        schedule=cfg.lr_schedule.name, sft_data=cfg.sft_data.name, seed=cfg.seed,
-                        config=resolved, provenance=provenance())
+    record = CellRecord(
+        cell_id=cid,
+        status="failed",
+        checkpoint=ckpt.name,
+        tokens=ckpt.tokens,
+        lr=cfg.lr,
+        schedule=cfg.lr_schedule.name,
+        sft_data=cfg.sft_data.name,
+        seed=cfg.seed,
+        config=resolved,
+        provenance=provenance(),
+    )
     record.config["pretrain_schedule"] = _pretrain_schedule(ckpt)
     try:
         _measure(cfg, ckpt, run_dir, group, record, t_start)
@@ -176,26 +201,51 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
         _finish(record, run_dir, NullSink(), t_start)
         return
 
-    sink = make_sink(cfg.logger, {**record.config, "tokens": record.tokens, "checkpoint_name": record.checkpoint},
-                     group=group, run_id=run_id_for(f"{group}/{record.cell_id}"),
-                     name=f"{ckpt.name} lr={cfg.lr:g}", run_dir=run_dir) if rank0 else NullSink()
+    sink = (
+        make_sink(
+            cfg.logger,
+            {**record.config, "tokens": record.tokens, "checkpoint_name": record.checkpoint},
+            group=group,
+            run_id=run_id_for(f"{group}/{record.cell_id}"),
+            name=f"{ckpt.name} lr={cfg.lr:g}",
+            run_dir=run_dir,
+        )
+        if rank0
+        else NullSink()
+    )
     probe_text = corpus.text("ood_prose")[:40_000]
 
     def probe(m) -> dict:  # noqa: ANN001 - the cheap OOD proxy along the SFT trajectory
-        return {"ppl/ood_prose": perplexity(m, tokenizer, probe_text, seq_len=g.seq_len, max_tokens=8192,
-                                            batch_size=8)["ppl"]}
+        return {
+            "ppl/ood_prose": perplexity(m, tokenizer, probe_text, seq_len=g.seq_len, max_tokens=8192, batch_size=8)[
+                "ppl"
+            ]
+        }
 
     base_model = copy.deepcopy(model) if _needs_pair(cfg) else None
     t0 = time.time()
-    outcome = finetune(model, tokenizer, data, cfg.lr, cfg.lr_schedule, cfg.trainer, run_dir / "sft",
-                       probe=probe, on_step=lambda row: sink.log(row, step=row.get("step")))
+    outcome = finetune(
+        model,
+        tokenizer,
+        data,
+        cfg.lr,
+        cfg.lr_schedule,
+        cfg.trainer,
+        run_dir / "sft",
+        probe=probe,
+        on_step=lambda row: sink.log(row, step=row.get("step")),
+    )
     record.timings["sft_s"] = time.time() - t0
     if not rank0:
         return
     record.curves = {"sft": outcome.history, "probes": outcome.probes}
-    record.metrics |= {"sft/steps": outcome.steps, "sft/tokens": outcome.tokens,
-                       "sft/target_reached_step": outcome.target_reached_step,
-                       "sft/resumed_from": outcome.resumed_from, "sft/final_loss": _last(outcome.history)}
+    record.metrics |= {
+        "sft/steps": outcome.steps,
+        "sft/tokens": outcome.tokens,
+        "sft/target_reached_step": outcome.target_reached_step,
+        "sft/resumed_from": outcome.resumed_from,
+        "sft/final_loss": _last(outcome.history),
+    }
     if outcome.resumed_from:
         record.notes.append(f"SFT resumed from step {outcome.resumed_from}")
     if outcome.diverged:
@@ -206,8 +256,16 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
         return
 
     t0 = time.time()
-    ft = evaluate_model(outcome.model, tokenizer, cfg.eval, corpus, cfg.cache_dir, heldout=data.heldout,
-                        heldout_raw=data.heldout_raw, score_fn=score_fn(data.name))
+    ft = evaluate_model(
+        outcome.model,
+        tokenizer,
+        cfg.eval,
+        corpus,
+        cfg.cache_dir,
+        heldout=data.heldout,
+        heldout_raw=data.heldout_raw,
+        score_fn=score_fn(data.name),
+    )
     if g.on_finetuned:
         ft |= measure_checkpoint(outcome.model, geo_batches, g)
     record.metrics |= {f"ft/{k}": v for k, v in ft.items()}
@@ -283,8 +341,9 @@ def main() -> None:
     precheck_overrides(sys.argv[1:])
     register_cell_schema()
 
-    @hydra.main(config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name="config",
-                version_base="1.3")
+    @hydra.main(
+        config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name="config", version_base="1.3"
+    )
     def _cell(dcfg) -> None:  # noqa: ANN001
         hc = HydraConfig.get()
         resolved = OmegaConf.to_container(dcfg, resolve=True)
@@ -305,8 +364,10 @@ def main() -> None:
         except Exception as err:
             if not multirun:
                 raise
-            print(f"cell {run_dir} failed: {type(err).__name__}: {err} (see error.txt; the sweep goes on)",
-                  file=sys.stderr)
+            print(
+                f"cell {run_dir} failed: {type(err).__name__}: {err} (see error.txt; the sweep goes on)",
+                file=sys.stderr,
+            )
 
     _cell()
 

@@ -15,8 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # A recipe small enough for tests: ~30K parameters, 256 tokens per step.
 TINY_PRETRAIN = [
-    "pretrain.model.hidden_size=32", "pretrain.model.num_layers=2", "pretrain.model.intermediate_size=64",
-    "pretrain.batch_size=4", "pretrain.seq_len=64",
+    "pretrain.model.hidden_size=32",
+    "pretrain.model.num_layers=2",
+    "pretrain.model.intermediate_size=64",
+    "pretrain.batch_size=4",
+    "pretrain.seq_len=64",
 ]
 
 
@@ -35,5 +38,6 @@ def run_module(module: str, *args: str, cwd: Path, env: dict | None = None, time
     import subprocess
 
     full_env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

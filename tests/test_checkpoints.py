@@ -45,8 +45,11 @@ def test_embedded_before_pretraining_uses_the_label(tmp_path):
 
 @pytest.mark.parametrize(
     ("option", "hint"),
-    [("pythia-70m/step1001", "did you mean pythia-70m/step1000"), ("pythia70m/step1000", "did you mean 'pythia-70m'"),
-     ("embedded/tokens_3M", "embedded/tokens_")],  # 3M is no budget label
+    [
+        ("pythia-70m/step1001", "did you mean pythia-70m/step1000"),
+        ("pythia70m/step1000", "did you mean 'pythia-70m'"),
+        ("embedded/tokens_3M", "embedded/tokens_"),
+    ],  # 3M is no budget label
 )
 def test_unknown_checkpoint_suggests(option, hint):
     with pytest.raises(UnknownCheckpointError, match=hint):

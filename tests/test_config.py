@@ -33,8 +33,15 @@ def test_every_group_option_composes(group, option):
     assert getattr(cfg, group) is not None
 
 
-@pytest.mark.parametrize("option", ["embedded/tokens_250K-cooldown", "pythia-70m/step1000", "pythia-1.4b-deduped/step0",
-                                    "olmo-1b/step20000-tokens84B"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "embedded/tokens_250K-cooldown",
+        "pythia-70m/step1000",
+        "pythia-1.4b-deduped/step0",
+        "olmo-1b/step20000-tokens84B",
+    ],
+)
 def test_checkpoint_options_compose(option):
     cfg = _compose([f"checkpoint={option}"])
     assert f"{cfg.checkpoint.family}/{cfg.checkpoint.revision}" == option
@@ -73,8 +80,14 @@ def test_broken_yaml_is_one_line(tmp_path):
     ],
 )
 def test_bad_input_fails_fast_with_the_fix(tmp_path, args, message):
-    proc = run_module("overtraining.run", *args, "logger=none", cwd=tmp_path,
-                      env={"OVERTRAINING_CACHE": str(tmp_path / "cache")}, timeout=300)
+    proc = run_module(
+        "overtraining.run",
+        *args,
+        "logger=none",
+        cwd=tmp_path,
+        env={"OVERTRAINING_CACHE": str(tmp_path / "cache")},
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not (tmp_path / "cache" / "trajectories").exists()  # failed before any pretraining/model load

@@ -32,6 +32,7 @@ def test_byte_tokenizer_is_bytes():
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert ids == list(encode_bytes(text)) and len(tok) == VOCAB_SIZE
     assert tok.decode(ids) == text
-    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                                   tokenize=False)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tokenize=False
+    )
     assert chat == "<|user|>\nhi\n<|assistant|>\nyo<|endoftext|>\n"

@@ -9,8 +9,15 @@ from overtraining.pretrain import PretrainConfig, train_trajectory
 
 
 def tiny_recipe(cache, out, **kw) -> PretrainConfig:
-    base = dict(model=ModelConfig(hidden_size=32, num_layers=2, intermediate_size=64), batch_size=4, seq_len=64,
-                budgets=["1K", "2K", "3K"], cooldown_ratio=0.5, cache_dir=str(cache), out_dir=str(out))
+    base = dict(
+        model=ModelConfig(hidden_size=32, num_layers=2, intermediate_size=64),
+        batch_size=4,
+        seq_len=64,
+        budgets=["1K", "2K", "3K"],
+        cooldown_ratio=0.5,
+        cache_dir=str(cache),
+        out_dir=str(out),
+    )
     return PretrainConfig(**(base | kw))
 
 
@@ -34,8 +41,9 @@ def test_resume_gives_the_same_next_step_loss(corpus_cache, tmp_path):
     train_trajectory(full)
     whole = json.loads((tmp_path / "full" / "trajectory.json").read_text())["history"]
 
-    cut = tiny_recipe(corpus_cache, tmp_path / "cut", budgets=["3K"], cooldown_ratio=0.0, state_every=5,
-                      stop_after_steps=5)
+    cut = tiny_recipe(
+        corpus_cache, tmp_path / "cut", budgets=["3K"], cooldown_ratio=0.0, state_every=5, stop_after_steps=5
+    )
     assert train_trajectory(cut) == []  # "killed" after step 5
     cut.stop_after_steps = 0
     train_trajectory(cut)

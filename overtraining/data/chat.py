@@ -93,7 +93,10 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict], max_le
     template = chat_template_of(tokenizer)
     if _GENERATION_TAG.search(template):
         out = tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=True, return_dict=True,
+            messages,
+            chat_template=template,
+            tokenize=True,
+            return_dict=True,
             return_assistant_tokens_mask=True,
         )
         ids, mask = list(out["input_ids"]), list(out["assistant_masks"])

@@ -34,8 +34,28 @@ import re
 import subprocess
 import sys
 
-NAMES = ("Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam", "Maya",
-         "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara")
+NAMES = (
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Kira",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pablo",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+)
 ITEMS = ("apple", "pencil", "notebook", "muffin", "ticket", "marble", "sticker", "candle", "orange", "comic")
 TIMEOUT_S = 2.0
 
@@ -60,8 +80,9 @@ def _shopping(rng: random.Random) -> tuple[str, str]:
     name, (a, b) = rng.choice(NAMES), rng.sample(ITEMS, 2)
     na, pa, nb, pb = rng.randint(2, 12), rng.randint(1, 9), rng.randint(2, 12), rng.randint(1, 9)
     q = f"{name} buys {na} {a}s at ${pa} each and {nb} {b}s at ${pb} each. How much does {name} spend in total?"
-    code = _program([(f"{a}s", na), (f"{a}_price", pa), (f"{b}s", nb), (f"{b}_price", pb)],
-                    f"{a}s * {a}_price + {b}s * {b}_price")
+    code = _program(
+        [(f"{a}s", na), (f"{a}_price", pa), (f"{b}s", nb), (f"{b}_price", pb)], f"{a}s * {a}_price + {b}s * {b}_price"
+    )
     return q, code
 
 
@@ -69,16 +90,17 @@ def _ages(rng: random.Random) -> tuple[str, str]:
     x, y = rng.sample(NAMES, 2)
     age, times, years = rng.randint(3, 15), rng.randint(2, 5), rng.randint(1, 20)
     q = f"{x} is {age} years old. {y} is {times} times as old as {x}. How old will {y} be in {years} years?"
-    code = _program([(f"{x.lower()}_age", age), ("times", times), ("years", years)],
-                    f"{x.lower()}_age * times + years")
+    code = _program([(f"{x.lower()}_age", age), ("times", times), ("years", years)], f"{x.lower()}_age * times + years")
     return q, code
 
 
 def _rates(rng: random.Random) -> tuple[str, str]:
     vehicle = rng.choice(("train", "car", "bus", "cyclist", "boat"))
     speed, hours, extra = rng.randint(10, 90), rng.randint(2, 8), rng.randint(5, 50)
-    q = (f"A {vehicle} travels at {speed} miles per hour for {hours} hours and then {extra} more miles. "
-         "How many miles does it travel in all?")
+    q = (
+        f"A {vehicle} travels at {speed} miles per hour for {hours} hours and then {extra} more miles. "
+        "How many miles does it travel in all?"
+    )
     return q, _program([("speed", speed), ("hours", hours), ("extra_miles", extra)], "speed * hours + extra_miles")
 
 
@@ -86,8 +108,10 @@ def _sharing(rng: random.Random) -> tuple[str, str]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     friends, each, kept = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 10)
     total = friends * each + kept
-    q = (f"{name} has {total} {item}s, keeps {kept} and shares the rest equally among {friends} friends. "
-         f"How many {item}s does each friend get?")
+    q = (
+        f"{name} has {total} {item}s, keeps {kept} and shares the rest equally among {friends} friends. "
+        f"How many {item}s does each friend get?"
+    )
     return q, _program([(f"{item}s", total), ("kept", kept), ("friends", friends)], f"({item}s - kept) // friends")
 
 
@@ -102,15 +126,18 @@ def _discount(rng: random.Random) -> tuple[str, str]:
     item = rng.choice(ITEMS)
     price, percent, count = 20 * rng.randint(1, 10), rng.choice((10, 20, 25, 50)), rng.randint(1, 5)
     q = f"A {item} costs ${price}. It is on sale for {percent}% off. How much do {count} {item}s cost on sale?"
-    return q, _program([("price", price), ("discount", percent / 100), ("count", count)],
-                       "price * (1 - discount) * count")
+    return q, _program(
+        [("price", price), ("discount", percent / 100), ("count", count)], "price * (1 - discount) * count"
+    )
 
 
 def _work(rng: random.Random) -> tuple[str, str]:
     name = rng.choice(NAMES)
     per_day, days = rng.randint(5, 30), rng.randint(2, 15)
-    q = (f"{name} reads {per_day} pages a day. A book has {per_day * days} pages. "
-         f"How many days does {name} need to finish it?")
+    q = (
+        f"{name} reads {per_day} pages a day. A book has {per_day * days} pages. "
+        f"How many days does {name} need to finish it?"
+    )
     return q, _program([("pages", per_day * days), ("pages_per_day", per_day)], "pages // pages_per_day")
 
 
@@ -121,7 +148,9 @@ def _example(question: str, program: str) -> dict:
     env: dict = {}
     exec(program, {"__builtins__": {}}, env)  # our own generated code, no builtins needed
     return {
-        "question": question, "program": program, "answer": float(env["solution"]()),
+        "question": question,
+        "program": program,
+        "answer": float(env["solution"]()),
         "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": program}],
     }
 
@@ -178,8 +207,11 @@ def run_program(source: str) -> float | None:
         return None
     try:
         proc = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _RUNNER], input=f"{source}\0{entry}",
-            capture_output=True, text=True, timeout=TIMEOUT_S,
+            [sys.executable, "-I", "-S", "-c", _RUNNER],
+            input=f"{source}\0{entry}",
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
         )
         return float(proc.stdout.strip()) if proc.returncode == 0 else None
     except (subprocess.TimeoutExpired, ValueError):

@@ -139,8 +139,10 @@ def strip_docstrings(code: str) -> str:
 
 def siqa_example(row: dict) -> dict:
     letter = "ABC"[int(row["label"]) - 1]
-    prompt = (f"{row['context']}\nQuestion: {row['question']}\nA: {row['answerA']}\nB: {row['answerB']}\n"
-              f"C: {row['answerC']}\nAnswer with A, B or C.")
+    prompt = (
+        f"{row['context']}\nQuestion: {row['question']}\nA: {row['answerA']}\nB: {row['answerB']}\n"
+        f"C: {row['answerC']}\nAnswer with A, B or C."
+    )
     return _chat(prompt, letter, answer=letter)
 
 
@@ -243,8 +245,12 @@ def encode_all(
     pairs = [(encode_chat(tokenizer, ex["messages"], max_length), ex) for ex in examples]
     kept = [(enc, ex) for enc, ex in pairs if any(t != IGNORE_INDEX for t in enc["labels"])]
     if len(kept) < len(pairs):
-        log.warning("dropped %d of %d examples with no assistant token within max_length=%d",
-                    len(pairs) - len(kept), len(pairs), max_length)
+        log.warning(
+            "dropped %d of %d examples with no assistant token within max_length=%d",
+            len(pairs) - len(kept),
+            len(pairs),
+            max_length,
+        )
     return [enc for enc, _ in kept], [ex for _, ex in kept]
 
 
@@ -275,6 +281,11 @@ def score_fn(name: str) -> Callable[[str, dict], bool] | None:
     Returns None for the chat data sets (jsonl, anthropic_hh, tulu3), whose ID measure is
     the held-out SFT loss.
     """
-    scorers = {"embedded_math": math_task.score, "gsm8k": math_task.score, "tinygsm": math_task.score,
-               "sst2": label_match, "siqa": label_match}
+    scorers = {
+        "embedded_math": math_task.score,
+        "gsm8k": math_task.score,
+        "tinygsm": math_task.score,
+        "sst2": label_match,
+        "siqa": label_match,
+    }
     return scorers.get(name)

@@ -46,10 +46,30 @@ DS_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
 DS_PRESETS = ("zero0", "zero2", "zero3")
 STATE_FILE = "sft_state.pt"
 # Top-level sections DeepSpeed reads that its runtime.constants module does not name.
-_DS_SECTIONS = ("zero_optimization", "activation_checkpointing", "flops_profiler", "tensorboard", "wandb",
-                "csv_monitor", "comet", "comms_logger", "aio", "compile", "elasticity", "amp", "autotuning",
-                "pipeline", "sparse_attention", "data_efficiency", "curriculum_learning", "compression_training",
-                "hybrid_engine", "nebula", "weight_quantization", "monitor_config")
+_DS_SECTIONS = (
+    "zero_optimization",
+    "activation_checkpointing",
+    "flops_profiler",
+    "tensorboard",
+    "wandb",
+    "csv_monitor",
+    "comet",
+    "comms_logger",
+    "aio",
+    "compile",
+    "elasticity",
+    "amp",
+    "autotuning",
+    "pipeline",
+    "sparse_attention",
+    "data_efficiency",
+    "curriculum_learning",
+    "compression_training",
+    "hybrid_engine",
+    "nebula",
+    "weight_quantization",
+    "monitor_config",
+)
 
 
 @dataclass(frozen=True)
@@ -152,8 +172,10 @@ def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm
 
     DeepSpeedZeroConfig(**config.get("zero_optimization", {}))  # nested typos raise (pydantic, extra=forbid)
     config.update(
-        train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=grad_accum,
-        gradient_clipping=max_grad_norm, bf16={"enabled": bf16},
+        train_micro_batch_size_per_gpu=micro_batch,
+        gradient_accumulation_steps=grad_accum,
+        gradient_clipping=max_grad_norm,
+        bf16={"enabled": bf16},
     )
     config.setdefault("steps_per_print", 1 << 30)
     return config
@@ -162,8 +184,14 @@ def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm
 class PlainStepper:
     """One process, plain PyTorch: clip, AdamW, scheduler; state in one atomic file."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, max_grad_norm: float, device: torch.device):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        max_grad_norm: float,
+        device: torch.device,
+    ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.max_grad_norm, self.device = max_grad_norm, device
         self.forward_module = model
@@ -196,8 +224,10 @@ class PlainStepper:
         """
         state = {
             "model": {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad},
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(), **client_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            **client_state,
         }
         tmp = work_dir / f"{STATE_FILE}.tmp"
         torch.save(state, tmp)
@@ -229,8 +259,7 @@ class DeepSpeedStepper:
     over data-parallel ranks, so the gradient is the global token-mean's.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler_fn: Callable,
-                 config: dict):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler_fn: Callable, config: dict):
         import deepspeed
 
         deepspeed.init_distributed(dist_backend=dist.get_backend())

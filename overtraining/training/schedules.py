@@ -57,14 +57,22 @@ def build_scheduler(
         return get_scheduler("linear", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     if cfg.name == "cosine":
         return get_scheduler(
-            "cosine_with_min_lr", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+            "cosine_with_min_lr",
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total_steps,
             scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_ratio},
         )
     decay = int(round(cfg.decay_ratio * total_steps))
     return get_scheduler(
-        "warmup_stable_decay", optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+        "warmup_stable_decay",
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total_steps,
         scheduler_specific_kwargs={
-            "num_decay_steps": decay, "min_lr_ratio": cfg.min_lr_ratio, "decay_type": cfg.decay_type,
+            "num_decay_steps": decay,
+            "min_lr_ratio": cfg.min_lr_ratio,
+            "decay_type": cfg.decay_type,
         },
     )
 

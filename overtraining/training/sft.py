@@ -65,8 +65,19 @@ from overtraining.training.schedules import LRScheduleConfig, build_scheduler
 log = logging.getLogger(__name__)
 METHODS = ("full", "lora")
 # Linear layers of GPT-NeoX (Pythia) and of Llama/OLMo; peft adapts those that exist.
-LORA_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h",
-                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_TARGETS = [
+    "query_key_value",
+    "dense",
+    "dense_h_to_4h",
+    "dense_4h_to_h",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+]
 
 
 @dataclass
@@ -189,8 +200,9 @@ def first_target_step(losses: list[float], target: float, beta: float) -> int | 
     return None
 
 
-def token_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-               sparse: bool) -> tuple[torch.Tensor, int]:
+def token_loss(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor, sparse: bool
+) -> tuple[torch.Tensor, int]:
     """Summed next-token NLL over the trained (unmasked) labels of a batch, and their count.
 
     Args:
@@ -257,21 +269,34 @@ def wrap_lora(model: torch.nn.Module, cfg: TrainerConfig) -> torch.nn.Module:
     targets = [t for t in cfg.lora_targets if t in names]
     if not targets:
         raise ValueError(f"no module named like trainer.lora_targets={cfg.lora_targets} in the model")
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, cfg: TrainerConfig, device: torch.device):  # noqa: ANN201
     """AdamW over the trainable parameters; matrices decayed, vectors not; fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=device.type == "cuda")
 
 
-def _build_stepper(model: torch.nn.Module, lr: float, schedule: LRScheduleConfig, cfg: TrainerConfig,
-                   total_steps: int, device: torch.device):  # noqa: ANN202
+def _build_stepper(
+    model: torch.nn.Module,
+    lr: float,
+    schedule: LRScheduleConfig,
+    cfg: TrainerConfig,
+    total_steps: int,
+    device: torch.device,
+):  # noqa: ANN202
     """Plain PyTorch, or DeepSpeed when ``cfg.deepspeed`` names a config."""
     if not cfg.deepspeed:
         if distributed.world_size() > 1:
@@ -283,11 +308,13 @@ def _build_stepper(model: torch.nn.Module, lr: float, schedule: LRScheduleConfig
         scheduler = build_scheduler(optimizer, schedule, total_steps)
         return distributed.PlainStepper(model, optimizer, scheduler, cfg.max_grad_norm, device)
     distributed.init_distributed()
-    config = distributed.deepspeed_config(cfg.deepspeed, cfg.batch_size, cfg.grad_accum, cfg.max_grad_norm,
-                                          bf16=device.type == "cuda")
+    config = distributed.deepspeed_config(
+        cfg.deepspeed, cfg.batch_size, cfg.grad_accum, cfg.max_grad_norm, bf16=device.type == "cuda"
+    )
     optimizer = build_optimizer(model.to(device), lr, cfg, device)
-    return distributed.DeepSpeedStepper(model, optimizer, lambda opt: build_scheduler(opt, schedule, total_steps),
-                                        config)
+    return distributed.DeepSpeedStepper(
+        model, optimizer, lambda opt: build_scheduler(opt, schedule, total_steps), config
+    )
 
 
 @dataclass
@@ -322,8 +349,12 @@ def _forward_backward(ctx: _Context, micro_batches: list[dict]) -> tuple[float, 
     loss_sum = 0.0
     for k, batch in enumerate(micro_batches):
         with ctx.stepper.autocast():
-            nll, _ = token_loss(ctx.stepper.forward_module, _inputs(batch, ctx.device),
-                                batch["labels"].to(ctx.device), ctx.sparse_logits)
+            nll, _ = token_loss(
+                ctx.stepper.forward_module,
+                _inputs(batch, ctx.device),
+                batch["labels"].to(ctx.device),
+                ctx.sparse_logits,
+            )
         ctx.stepper.backward(nll / max(count, 1), last=k == len(micro_batches) - 1)
         loss_sum += nll.item()
     return distributed.all_sum([loss_sum], ctx.device)[0] / max(count, 1), int(tokens)
@@ -380,14 +411,21 @@ def _resume(ctx: _Context) -> _Progress | None:
 def _train_step(ctx: _Context, progress: _Progress, world: int, rank: int) -> dict:
     """One update (skipped on divergence); updates ``progress`` and returns the step's record."""
     step, n = progress.step + 1, len(ctx.data.train)
-    micro = [collate([ctx.data.train[i] for i in micro_batch_indices(step - 1, k, ctx.cfg, n, world, rank)],
-                     ctx.pad_id) for k in range(ctx.cfg.grad_accum)]
+    micro = [
+        collate([ctx.data.train[i] for i in micro_batch_indices(step - 1, k, ctx.cfg, n, world, rank)], ctx.pad_id)
+        for k in range(ctx.cfg.grad_accum)
+    ]
     loss, tokens = _forward_backward(ctx, micro)
     if progress.initial_loss is None:
         progress.initial_loss = loss
     smoothed = ema(progress.smoothed, loss, ctx.cfg.loss_smoothing)
-    record = {"step": step, "loss": loss, "smoothed_loss": smoothed, "lr": ctx.stepper.lr(),
-              "tokens": progress.tokens + tokens}
+    record = {
+        "step": step,
+        "loss": loss,
+        "smoothed_loss": smoothed,
+        "lr": ctx.stepper.lr(),
+        "tokens": progress.tokens + tokens,
+    }
     progress.history.append(record)
     if is_diverged(loss, progress.initial_loss, ctx.cfg.divergence_factor):
         progress.status, progress.diverged_step = "diverged", step
@@ -444,8 +482,14 @@ def finetune(
     total = plan_steps(cfg, len(data.train), distributed.world_size())
     stepper = _build_stepper(model, lr, schedule, cfg, total, device)
     world, rank = distributed.world_size(), distributed.rank()
-    meta = {"lr": lr, "total_steps": total, "method": cfg.method, "world_size": world,
-            "batch": [cfg.batch_size, cfg.grad_accum], "num_train": len(data.train)}
+    meta = {
+        "lr": lr,
+        "total_steps": total,
+        "method": cfg.method,
+        "world_size": world,
+        "batch": [cfg.batch_size, cfg.grad_accum],
+        "num_train": len(data.train),
+    }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe, supports_sparse_logits(model))
     saved = _resume(ctx)
@@ -478,8 +522,15 @@ def _finish(ctx: _Context, progress: _Progress, resumed_from: int | None, ended_
         model = model.merge_and_unload()
     model.eval()
     return SFTOutcome(
-        model=model, steps=progress.step, tokens=progress.tokens, seconds=progress.seconds,
-        history=progress.history, probes=progress.probes, target_reached_step=progress.target_reached_step,
-        diverged=progress.status == "diverged", diverged_step=progress.diverged_step, resumed_from=resumed_from,
+        model=model,
+        steps=progress.step,
+        tokens=progress.tokens,
+        seconds=progress.seconds,
+        history=progress.history,
+        probes=progress.probes,
+        target_reached_step=progress.target_reached_step,
+        diverged=progress.status == "diverged",
+        diverged_step=progress.diverged_step,
+        resumed_from=resumed_from,
         status=progress.status,
     )

@@ -12,11 +12,25 @@ from tests.launch.conftest import TINY_PRETRAIN, run_cell
 
 pytestmark = pytest.mark.integration
 
-EMBEDDED = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")
-                  if p.stem.endswith("_embedded") or p.stem in ("demo", "rofin_sharpness_pretraining"))
-SMALL = [*TINY_PRETRAIN, "pretrain.budgets=[250K]", "checkpoint=embedded/tokens_250K", "lr=1e-3",
-         "sft_data.num_train=64", "sft_data.num_heldout=8", "eval.limit=20", "eval.id_max_examples=2",
-         "eval.format_probe_prompts=2", "sharpness.num_batches=1", "sharpness.perturb_seeds=1", "logger=none"]
+EMBEDDED = sorted(
+    p.stem
+    for p in (CONF_DIR / "experiment").glob("*.yaml")
+    if p.stem.endswith("_embedded") or p.stem in ("demo", "rofin_sharpness_pretraining")
+)
+SMALL = [
+    *TINY_PRETRAIN,
+    "pretrain.budgets=[250K]",
+    "checkpoint=embedded/tokens_250K",
+    "lr=1e-3",
+    "sft_data.num_train=64",
+    "sft_data.num_heldout=8",
+    "eval.limit=20",
+    "eval.id_max_examples=2",
+    "eval.format_probe_prompts=2",
+    "sharpness.num_batches=1",
+    "sharpness.perturb_seeds=1",
+    "logger=none",
+]
 SFT_SMALL = ["trainer.max_steps=6", "trainer.probe_every=3", "trainer.epochs=0", "trainer.target_loss=null"]
 
 

@@ -35,8 +35,9 @@ SWEEP = [
 def sweep(tmp_path_factory) -> Path:
     """Runs the sweep once (W&B offline) and returns its directory."""
     work = tmp_path_factory.mktemp("sweep")
-    out = run_cell("-m", *SWEEP, "logger.mode=offline", f"logger.dir={work / 'wandb'}", cwd=work, cache=work / "cache",
-                   timeout=900)
+    out = run_cell(
+        "-m", *SWEEP, "logger.mode=offline", f"logger.dir={work / 'wandb'}", cwd=work, cache=work / "cache", timeout=900
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return work / "multirun" / "itest"
 
@@ -82,8 +83,16 @@ def test_report_from_the_real_sweep(sweep, tmp_path):
 
     html = build_report([sweep], tmp_path / "report")
     assert html.exists() and html.stat().st_size > 10_000
-    for name in ("ood_vs_tokens.png", "forgetting_vs_tokens.png", "sensitivity_vs_tokens.png",
-                 "sharpness_vs_tokens.png", "ood_vs_sft_loss.png", "pareto.png", "drift.png", "landscape.png"):
+    for name in (
+        "ood_vs_tokens.png",
+        "forgetting_vs_tokens.png",
+        "sensitivity_vs_tokens.png",
+        "sharpness_vs_tokens.png",
+        "ood_vs_sft_loss.png",
+        "pareto.png",
+        "drift.png",
+        "landscape.png",
+    ):
         assert (tmp_path / "report" / name).exists(), name
     assert (tmp_path / "report" / "cells.csv").read_text().count("\n") == 5  # header + 4 cells
     assert "data:image/png;base64," in html.read_text()

@@ -64,8 +64,10 @@ def test_collate_pads_right_and_masks():
 
 def test_packing_restarts_positions_and_isolates_examples():
     tok = byte_tokenizer()
-    examples = [encode_chat(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], 64)
-                for q, a in [("one", "1"), ("two plus two", "4"), ("three", "3")]]
+    examples = [
+        encode_chat(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], 64)
+        for q, a in [("one", "1"), ("two plus two", "4"), ("three", "3")]
+    ]
     seq_len = len(examples[0]["input_ids"]) + len(examples[1]["input_ids"]) + 2
     rows = pack(examples, seq_len, pad_id=tok.pad_token_id)
     assert len(rows) == 2 and all(len(r["input_ids"]) == seq_len for r in rows)
@@ -73,7 +75,8 @@ def test_packing_restarts_positions_and_isolates_examples():
     n0 = len(examples[0]["input_ids"])
     assert rows[0]["position_ids"][n0 - 1 : n0 + 1] == [n0 - 1, 0]
     assert sum(t != IGNORE_INDEX for r in rows for t in r["labels"]) == sum(
-        t != IGNORE_INDEX for ex in examples for t in ex["labels"])
+        t != IGNORE_INDEX for ex in examples for t in ex["labels"]
+    )
 
     model = build_tiny_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), 0).eval()
     batch = collate(rows, tok.pad_token_id)

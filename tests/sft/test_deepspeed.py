@@ -23,8 +23,16 @@ def data():
 
 def _run(data, tmp_path, **kw):
     cfg = TrainerConfig(max_steps=8, batch_size=4, grad_accum=2, probe_every=0, checkpoint_every=4, device="cpu", **kw)
-    return finetune(build_tiny_model(TINY, 0), byte_tokenizer(), data, 3e-3, LRScheduleConfig(name="cosine"), cfg,
-                    tmp_path, probe=lambda model: {"n_params": float(sum(p.numel() for p in model.parameters()))})
+    return finetune(
+        build_tiny_model(TINY, 0),
+        byte_tokenizer(),
+        data,
+        3e-3,
+        LRScheduleConfig(name="cosine"),
+        cfg,
+        tmp_path,
+        probe=lambda model: {"n_params": float(sum(p.numel() for p in model.parameters()))},
+    )
 
 
 def test_zero2_matches_plain_pytorch(data, tmp_path):

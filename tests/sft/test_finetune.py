@@ -44,8 +44,16 @@ def data(tok):
 @pytest.fixture(scope="module")
 def baseline(tok, data, tmp_path_factory):
     """One uninterrupted 30-step run."""
-    return finetune(build_tiny_model(TINY, 0), tok, data, LR, SCHEDULE, _cfg(), tmp_path_factory.mktemp("base"),
-                    probe=lambda model: {"probe/ok": 1.0})
+    return finetune(
+        build_tiny_model(TINY, 0),
+        tok,
+        data,
+        LR,
+        SCHEDULE,
+        _cfg(),
+        tmp_path_factory.mktemp("base"),
+        probe=lambda model: {"probe/ok": 1.0},
+    )
 
 
 def test_sft_loss_falls(baseline):
@@ -85,8 +93,9 @@ def test_resume_after_a_kill_reaches_the_same_loss(tok, data, baseline, tmp_path
         finetune(build_tiny_model(TINY, 0), tok, data, LR, SCHEDULE, _cfg(), tmp_path, on_step=kill_at_15)
     assert (tmp_path / "sft_state.pt").exists() and not (tmp_path / "sft_state.pt.tmp").exists()
     with caplog.at_level(logging.INFO, logger="overtraining.training.sft"):
-        out = finetune(build_tiny_model(TINY, 0), tok, data, LR, SCHEDULE, _cfg(), tmp_path,
-                       probe=lambda model: {"probe/ok": 1.0})
+        out = finetune(
+            build_tiny_model(TINY, 0), tok, data, LR, SCHEDULE, _cfg(), tmp_path, probe=lambda model: {"probe/ok": 1.0}
+        )
     assert "resumed from step 10" in caplog.text and out.resumed_from == 10
     assert [h["loss"] for h in out.history] == pytest.approx([h["loss"] for h in baseline.history], rel=1e-6)
     assert [p["sft_loss"] for p in out.probes] == pytest.approx([p["sft_loss"] for p in baseline.probes], rel=1e-6)
@@ -109,8 +118,15 @@ def test_lora_trains_adapters_only(tok, data, tmp_path):
     assert trainable and all("lora_" in n for n in trainable)
     assert any(p.abs().sum() > 0 for n, p in trainable.items() if "lora_B" in n)  # B starts at zero
 
-    merged = finetune(build_tiny_model(TINY, 0), tok, data, 1e-2, SCHEDULE,
-                      _cfg(method="lora", max_steps=3, merge_lora=True), tmp_path / "merged")
+    merged = finetune(
+        build_tiny_model(TINY, 0),
+        tok,
+        data,
+        1e-2,
+        SCHEDULE,
+        _cfg(method="lora", max_steps=3, merge_lora=True),
+        tmp_path / "merged",
+    )
     assert type(merged.model).__name__ == "GPTNeoXForCausalLM"
     changed = dict(merged.model.named_parameters())["gpt_neox.layers.0.attention.query_key_value.weight"]
     assert not torch.equal(changed, before["gpt_neox.layers.0.attention.query_key_value.weight"])
@@ -139,8 +155,13 @@ def test_step_plan_and_data_order():
     assert plan_steps(TrainerConfig(epochs=3, batch_size=4, grad_accum=2), 100, world_size=1) == 38
     assert plan_steps(TrainerConfig(max_steps=7), 100, world_size=4) == 7
     cfg = TrainerConfig(batch_size=3, grad_accum=2)
-    seen = [i for step in range(5) for k in range(2) for r in range(2)
-            for i in micro_batch_indices(step, k, cfg, n=60, world=2, rank=r)]
+    seen = [
+        i
+        for step in range(5)
+        for k in range(2)
+        for r in range(2)
+        for i in micro_batch_indices(step, k, cfg, n=60, world=2, rank=r)
+    ]
     assert sorted(seen) == list(range(60))  # one epoch: every example once, split over ranks
 
 

@@ -36,8 +36,13 @@ def test_packing_keeps_every_trained_token():
 
 def test_jsonl_source_and_its_errors(tmp_path):
     path = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
-             "answer": str(i)} for i in range(10)]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+            "answer": str(i),
+        }
+        for i in range(10)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     data = load_sft_data(SFTDataConfig(name="jsonl", path=str(path), num_train=0, num_heldout=3), byte_tokenizer())
     assert len(data.train) == 7 and len(data.heldout_raw) == 3
@@ -55,8 +60,9 @@ def test_hub_rows_become_messages():
     assert [m["role"] for m in hh] == ["user", "assistant", "user", "assistant"] and hh[-1]["content"] == "Bye now."
     sst = sft_data.sst2_example({"sentence": "a great film ", "label": 1})
     assert sst["answer"] == "positive" and sst["messages"][1]["content"] == "positive"
-    siqa = sft_data.siqa_example({"context": "c", "question": "q", "answerA": "x", "answerB": "y", "answerC": "z",
-                                  "label": "2"})
+    siqa = sft_data.siqa_example(
+        {"context": "c", "question": "q", "answerA": "x", "answerB": "y", "answerC": "z", "label": "2"}
+    )
     assert siqa["answer"] == "B" and "C: z" in siqa["messages"][0]["content"]
     gsm = sft_data.gsm8k_example({"question": "q", "answer": "2 * 3 = <<2*3=6>>6 apples\n#### 6"})
     assert gsm["answer"] == 6 and "<<" not in gsm["messages"][1]["content"]
@@ -67,8 +73,10 @@ def test_hub_rows_become_messages():
 
 
 def test_hub_loader_goes_through_the_same_encode_path(monkeypatch):
-    rows = {"train": [{"idx": i, "sentence": f"film {i}", "label": i % 2} for i in range(30)],
-            "validation": [{"idx": i, "sentence": f"movie {i}", "label": i % 2} for i in range(8)]}
+    rows = {
+        "train": [{"idx": i, "sentence": f"film {i}", "label": i % 2} for i in range(30)],
+        "validation": [{"idx": i, "sentence": f"movie {i}", "label": i % 2} for i in range(8)],
+    }
     calls = []
 
     def fake_load_dataset(path, split, **kwargs):
