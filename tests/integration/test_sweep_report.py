@@ -72,7 +72,7 @@ def test_base_evaluation_is_paid_once_per_checkpoint(sweep):
 def test_rerun_skips_finished_cells(sweep):
     work = sweep.parent.parent
     before = {p: p.stat().st_mtime_ns for p in sweep.rglob("record.json")}
-    out = run_cell("-m", *SWEEP, "logger=none", cwd=work, cache=work / "cache", timeout=300)
+    out = run_cell("-m", *SWEEP, "logger.mode=disabled", cwd=work, cache=work / "cache", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("skip: cell") == 4
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("record.json")} == before
