@@ -88,28 +88,34 @@ def text_batches(tokenizer, text: str, num_batches: int, batch_size: int, seq_le
     return fixed_batches(ids, num_batches, batch_size, seq_len)
 
 
+def evaluate(cfg, model, tokenizer, corpus, data) -> dict:  # noqa: ANN001
+    """The eval group's measurements of one model (OOD suite, perplexity, ID, format probe)."""
+    from overtraining.data.sft_data import score_fn
+    from overtraining.evaluation.evaluate import evaluate_model
+
+    return evaluate_model(
+        model,
+        tokenizer,
+        cfg.eval,
+        corpus,
+        cfg.cache_dir,
+        heldout=data.heldout,
+        heldout_raw=data.heldout_raw,
+        score_fn=score_fn(data.name),
+    )
+
+
 def base_measurements(cfg, model, tokenizer, ckpt, corpus, data, geo_batches, device) -> tuple[dict, bool]:  # noqa: ANN001
     """Base-model evaluation + geometry, from the cache when another cell already paid for it."""
     from dataclasses import asdict
 
-    from overtraining.data.sft_data import score_fn
     from overtraining.evaluation.cache import EVAL_CODE_VERSION, BaseEvalCache
     from overtraining.evaluation.embedded_tasks import TASKS_VERSION
-    from overtraining.evaluation.evaluate import evaluate_model
     from overtraining.geometry.config import measure_checkpoint
 
     def compute() -> dict:
         t0 = time.time()
-        out = evaluate_model(
-            model,
-            tokenizer,
-            cfg.eval,
-            corpus,
-            cfg.cache_dir,
-            heldout=data.heldout,
-            heldout_raw=data.heldout_raw,
-            score_fn=score_fn(data.name),
-        )
+        out = evaluate(cfg, model, tokenizer, corpus, data)
         t1 = time.time()
         out |= measure_checkpoint(model, geo_batches, cfg.sharpness)
         return out | {"time/base_eval_s": t1 - t0, "time/base_geometry_s": time.time() - t1}
@@ -168,8 +174,7 @@ def run_cell(cfg, resolved: dict, run_dir: Path, group: str) -> CellRecord | Non
 
 def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: float) -> None:  # noqa: ANN001
     from overtraining.data.corpus import build_embedded_corpus
-    from overtraining.data.sft_data import load_sft_data, score_fn
-    from overtraining.evaluation.evaluate import evaluate_model
+    from overtraining.data.sft_data import load_sft_data
     from overtraining.evaluation.forgetting import forgetting
     from overtraining.evaluation.perplexity import hub_text, perplexity
     from overtraining.geometry.config import measure_checkpoint, measure_pair
@@ -256,16 +261,7 @@ def _measure(cfg, ckpt, run_dir: Path, group: str, record: CellRecord, t_start: 
         return
 
     t0 = time.time()
-    ft = evaluate_model(
-        outcome.model,
-        tokenizer,
-        cfg.eval,
-        corpus,
-        cfg.cache_dir,
-        heldout=data.heldout,
-        heldout_raw=data.heldout_raw,
-        score_fn=score_fn(data.name),
-    )
+    ft = evaluate(cfg, outcome.model, tokenizer, corpus, data)
     if g.on_finetuned:
         ft |= measure_checkpoint(outcome.model, geo_batches, g)
     record.metrics |= {f"ft/{k}": v for k, v in ft.items()}
