@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from overtraining.report import figures as F
+from overtraining.report.effects import effect_sentences
 from overtraining.report.html import Figure, write_html
 from overtraining.report.inflection import N_BOOT, optima_sentences
 from overtraining.report.labels import ID_PREFERENCE, OOD_PREFERENCE, lower_is_better, metric_label, pick_metric
@@ -151,7 +152,7 @@ def build_report(
     write_table(df, out)
     good = usable(df)
     figs = draw_figures(records, good, m, id_col, out)
-    findings = optima_sentences(good, f"ft/{m}", id_col, n_boot, seed) if m else []
+    findings = effect_sentences(good, m) + (optima_sentences(good, f"ft/{m}", id_col, n_boot, seed) if m else [])
     status = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
     meta = [
         f"Sources: {', '.join(str(d) for d in dirs)}",

@@ -43,6 +43,8 @@ def test_findings_name_the_planted_optima(report_html: Path) -> None:
     page = report_html.read_text()
     assert "[wsd] After fine-tuning at LR 1e-4, OOD prose perplexity is best at 4M pretraining tokens" in page
     assert "[wsd] After fine-tuning at LR 1e-3, OOD prose perplexity is best at 2M pretraining tokens" in page
+    assert "[wsd] The U-shape of fine-tuned OOD prose perplexity (LR 1e-3) appears: best at 2M" in page
+    assert "[wsd] Progressive sensitivity (noise gamma = 0.2) appears" in page
 
 
 def test_partial_sweep_gives_partial_report(tmp_path: Path) -> None:

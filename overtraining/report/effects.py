@@ -1,0 +1,158 @@
+"""Which effects of catastrophic overtraining a sweep shows, in plain sentences with numbers.
+
+The report's figures show curves; these verdicts say what the curves amount to, so that a
+reader (and the README) can state honestly which effects appear and which do not:
+
+- **progressive sensitivity**: the base model's loss rise under Gaussian weight noise grows
+  with pretraining tokens (Springer et al.), per noise level;
+- **sharpening**: the KL sharpness proxy / Hessian estimates grow with tokens (Rofin et al.);
+- **forgetting grows with pretraining**: ``forget/<metric>`` rises with tokens, per SFT LR;
+- **the U-shape**: the fine-tuned OOD metric is best at an interior budget and worse at the
+  largest one (catastrophic overtraining proper), per SFT LR.
+
+A monotone trend is judged by Spearman's rank correlation with tokens (``scipy.stats``):
+it "appears" when rho >= ``RHO_MIN`` (<= -RHO_MIN for a falling trend is "reversed").
+Everything here is a pure function of the cell table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from overtraining.report.figures import GAMMA, SHARPNESS
+from overtraining.report.inflection import budget_means
+from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
+from overtraining.report.table import per_checkpoint
+
+RHO_MIN = 0.8  # rank correlation with tokens that counts as a trend
+MIN_BUDGETS = 3  # fewer budgets cannot show a trend or a U
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A quantity against pretraining tokens.
+
+    Attributes:
+        budgets: distinct token budgets, ascending.
+        means: the quantity's mean at each budget.
+        rho: Spearman's rank correlation of ``means`` with ``budgets`` (NaN if constant).
+    """
+
+    budgets: tuple[float, ...]
+    means: tuple[float, ...]
+    rho: float
+
+    @property
+    def verdict(self) -> str:
+        """``rises``, ``falls`` or ``no clear trend``."""
+        if len(self.budgets) < MIN_BUDGETS or not np.isfinite(self.rho):
+            return "no clear trend"
+        return "rises" if self.rho >= RHO_MIN else "falls" if self.rho <= -RHO_MIN else "no clear trend"
+
+
+def trend(tokens: np.ndarray, values: np.ndarray) -> Trend:
+    """The per-budget means of ``values`` and their rank correlation with the budgets."""
+    budgets, means = budget_means(tokens, values)
+    if len(budgets) < 2 or np.ptp(means) == 0:
+        rho = float("nan")
+    else:
+        rho = float(spearmanr(budgets, means).statistic)
+    return Trend(tuple(budgets.tolist()), tuple(means.tolist()), rho)
+
+
+def u_shape(tokens: np.ndarray, values: np.ndarray, lower: bool) -> tuple[bool, Trend]:
+    """Whether a fine-tuned metric is best at an interior budget (a U, or an inverted U for scores).
+
+    Returns:
+        ``(is_u, trend)``: ``is_u`` is True when the best budget is neither the smallest nor the
+        largest one tried and there are at least ``MIN_BUDGETS`` budgets.
+    """
+    t = trend(tokens, values)
+    if len(t.budgets) < MIN_BUDGETS:
+        return False, t
+    means = np.asarray(t.means)
+    best = int(means.argmin() if lower else means.argmax())
+    return 0 < best < len(means) - 1, t
+
+
+def _span(t: Trend, fmt: str = ".3g") -> str:
+    first, last = t.means[0], t.means[-1]
+    ratio = f", x{last / first:.3g}" if first > 0 and last > 0 else ""
+    return (
+        f"{first:{fmt}} at {format_tokens(t.budgets[0])} -> {last:{fmt}} at {format_tokens(t.budgets[-1])} "
+        f"tokens{ratio}; Spearman rho = {t.rho:.2f}"
+    )
+
+
+_VERB = {"rises": "appears", "falls": "reversed", "no clear trend": "does not appear"}
+
+
+def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
+    """Progressive sensitivity and sharpening, from one row per checkpoint of one branch."""
+    out = []
+    gammas = sorted((float(m.group(1)), c) for c in base.columns if (m := GAMMA.match(c)) and base[c].notna().any())
+    for gamma, col in gammas:
+        t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
+        if len(t.budgets) >= 2:
+            out.append(
+                f"Progressive sensitivity (noise gamma = {gamma:g}) {_VERB[t.verdict]}: the base model's loss "
+                f"rise under noise goes {_span(t)}."
+            )
+    for col, label in SHARPNESS.items():
+        if col in base.columns and base[col].notna().any():
+            t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
+            if len(t.budgets) >= 2:
+                out.append(f"Sharpening by the {label} {_VERB[t.verdict]}: {_span(t)}.")
+    return out
+
+
+def finetuning_sentences(cells: pd.DataFrame, metric: str) -> list[str]:
+    """Forgetting trend and U-shape of ``ft/<metric>``, per SFT LR of one branch."""
+    out = []
+    ft, forget = f"ft/{metric}", f"forget/{metric}"
+    what = metric_label(metric).split(" (")[0]
+    for lr, g in cells.groupby("lr"):
+        tokens = g["tokens"].to_numpy()
+        if forget in g.columns and g[forget].notna().any():
+            t = trend(tokens, g[forget].to_numpy())
+            if len(t.budgets) >= 2:
+                out.append(
+                    f"Forgetting that grows with pretraining (LR {format_lr(lr)}) {_VERB[t.verdict]}: "
+                    f"forgetting of {what} goes {_span(t, '.3f')}."
+                )
+        if ft in g.columns and g[ft].notna().any():
+            is_u, t = u_shape(tokens, g[ft].to_numpy(), lower_is_better(ft))
+            if len(t.budgets) < MIN_BUDGETS:
+                continue
+            means = np.asarray(t.means)
+            i = int(means.argmin() if lower_is_better(ft) else means.argmax())
+            shape = (
+                f"appears: best at {format_tokens(t.budgets[i])} ({means[i]:.4g}), worse again at "
+                f"{format_tokens(t.budgets[-1])} ({means[-1]:.4g})"
+                if is_u
+                else f"does not appear: best at the {'largest' if i == len(means) - 1 else 'smallest'} budget, "
+                f"{format_tokens(t.budgets[i])} ({means[i]:.4g})"
+            )
+            out.append(f"The U-shape of fine-tuned {what} (LR {format_lr(lr)}) {shape}.")
+    return out
+
+
+def effect_sentences(df: pd.DataFrame, metric: str | None) -> list[str]:
+    """Every verdict, per pretraining branch (branch tags only when there are several)."""
+    if df.empty:
+        return []
+    out = []
+    branches = sorted(df["branch"].unique())
+    cols = [c for c in df.columns if GAMMA.match(c) or c in SHARPNESS]
+    for branch in branches:
+        cells = df[df["branch"] == branch]
+        tag = f"[{branch}] " if len(branches) > 1 else ""
+        found = sensitivity_sentences(per_checkpoint(cells, cols)) if cols else []
+        if metric:
+            found += finetuning_sentences(cells, metric)
+        out += [tag + s for s in found]
+    return out
