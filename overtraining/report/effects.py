@@ -102,12 +102,33 @@ def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
                 f"Progressive sensitivity (noise gamma = {gamma:g}) {_VERB[t.verdict]}: the base model's loss "
                 f"rise under noise goes {_span(t)}."
             )
+        noisy = col.replace("delta_loss_mean", "loss_mean")
+        if noisy in base.columns and base[noisy].notna().any():
+            what = f"the base model's loss under noise gamma = {gamma:g}"
+            out.append(_u_sentence(base["tokens"].to_numpy(), base[noisy].to_numpy(), True, what))
     for col, label in SHARPNESS.items():
         if col in base.columns and base[col].notna().any():
             t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
             if len(t.budgets) >= 2:
                 out.append(f"Sharpening by the {label} {_VERB[t.verdict]}: {_span(t)}.")
     return out
+
+
+def _u_sentence(tokens: np.ndarray, values: np.ndarray, lower: bool, what: str) -> str:
+    """``The U-shape of <what> appears: best at ...`` or ``does not appear: best at the ... budget``."""
+    is_u, t = u_shape(tokens, values, lower)
+    if len(t.budgets) < MIN_BUDGETS:
+        return f"The U-shape of {what} cannot be judged: {len(t.budgets)} budget(s), {MIN_BUDGETS} needed."
+    means = np.asarray(t.means)
+    i = int(means.argmin() if lower else means.argmax())
+    if is_u:
+        return (
+            f"The U-shape of {what} appears: best at {format_tokens(t.budgets[i])} ({means[i]:.4g}), "
+            f"worse again at {format_tokens(t.budgets[-1])} ({means[-1]:.4g})."
+        )
+    edge = "largest" if i == len(means) - 1 else "smallest"
+    at = f"{format_tokens(t.budgets[i])} ({means[i]:.4g})"
+    return f"The U-shape of {what} does not appear: best at the {edge} budget, {at}."
 
 
 def finetuning_sentences(cells: pd.DataFrame, metric: str) -> list[str]:
@@ -125,19 +146,9 @@ def finetuning_sentences(cells: pd.DataFrame, metric: str) -> list[str]:
                     f"forgetting of {what} goes {_span(t, '.3f')}."
                 )
         if ft in g.columns and g[ft].notna().any():
-            is_u, t = u_shape(tokens, g[ft].to_numpy(), lower_is_better(ft))
-            if len(t.budgets) < MIN_BUDGETS:
-                continue
-            means = np.asarray(t.means)
-            i = int(means.argmin() if lower_is_better(ft) else means.argmax())
-            shape = (
-                f"appears: best at {format_tokens(t.budgets[i])} ({means[i]:.4g}), worse again at "
-                f"{format_tokens(t.budgets[-1])} ({means[-1]:.4g})"
-                if is_u
-                else f"does not appear: best at the {'largest' if i == len(means) - 1 else 'smallest'} budget, "
-                f"{format_tokens(t.budgets[i])} ({means[i]:.4g})"
+            out.append(
+                _u_sentence(tokens, g[ft].to_numpy(), lower_is_better(ft), f"fine-tuned {what} (LR {format_lr(lr)})")
             )
-            out.append(f"The U-shape of fine-tuned {what} (LR {format_lr(lr)}) {shape}.")
     return out
 
 
@@ -147,7 +158,7 @@ def effect_sentences(df: pd.DataFrame, metric: str | None) -> list[str]:
         return []
     out = []
     branches = sorted(df["branch"].unique())
-    cols = [c for c in df.columns if GAMMA.match(c) or c in SHARPNESS]
+    cols = [c for c in df.columns if c.startswith("base/perturb/gamma=") or c in SHARPNESS]
     for branch in branches:
         cells = df[df["branch"] == branch]
         tag = f"[{branch}] " if len(branches) > 1 else ""

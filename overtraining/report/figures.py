@@ -145,34 +145,40 @@ def pareto(df: pd.DataFrame, id_metric: str, metric: str, out: Path) -> Path | N
 
 
 def sensitivity_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
-    """Loss rise under Gaussian weight noise (per gamma) against tokens, per branch."""
+    """Base loss under Gaussian weight noise against tokens, per gamma and branch.
+
+    Left: the loss rise (progressive sensitivity). Right: the perturbed loss itself, with the
+    clean loss as gamma = 0 (Springer et al.'s U-shape: clean loss falls, the rise grows).
+    """
     gammas = {float(m.group(1)): c for c in df.columns if (m := GAMMA.match(c)) and df[c].notna().any()}
     if df.empty or not gammas:
         return None
-    cols = [*gammas.values(), *(c.replace("_mean", "_std") for c in gammas.values())]
+    absolute = {g: c.replace("delta_loss_mean", "loss_mean") for g, c in gammas.items()}
+    clean = "base/perturb/base_loss"
+    cols = [*gammas.values(), *(c.replace("_mean", "_std") for c in gammas.values()), *absolute.values(), clean]
     base = per_checkpoint(df, cols)
     colors, styles = style.ramp(list(gammas), "magma"), style.branch_styles(base["branch"])
-    fig, (ax,) = style.new_figure(width=7.5)
+    panels = 2 if all(c in base.columns for c in absolute.values()) else 1
+    fig, axes = style.new_figure(panels, width=7.5 if panels == 1 else 6.0)
     for branch, g in base.groupby("branch"):
         ls, marker = styles[branch]
+        suffix = f", {branch}" if len(styles) > 1 else ""
         for gamma, col in sorted(gammas.items()):
             std = g[col.replace("_mean", "_std")] if col.replace("_mean", "_std") in g else None
-            label = f"gamma = {gamma:g}" + (f", {branch}" if len(styles) > 1 else "")
-            ax.errorbar(
-                g["tokens"],
-                g[col],
-                yerr=std,
-                color=colors[gamma],
-                linestyle=ls,
-                marker=marker,
-                capsize=3,
-                markersize=5,
-                label=label,
-            )
-    style.tokens_axis(ax, base["tokens"])
-    ax.set_ylabel("loss rise under noise (nats/token)")
-    style.auto_log_y(ax, base[list(gammas.values())].to_numpy())
-    style.legend(ax, title="noise theta + gamma * std(theta) * eps")
+            kw = {"color": colors[gamma], "linestyle": ls, "marker": marker, "markersize": 5}
+            axes[0].errorbar(g["tokens"], g[col], yerr=std, capsize=3, label=f"gamma = {gamma:g}{suffix}", **kw)
+            if panels == 2:
+                axes[1].plot(g["tokens"], g[absolute[gamma]], **kw)
+        if panels == 2 and clean in g:
+            axes[1].plot(g["tokens"], g[clean], color="black", linestyle=ls, marker=marker, label=f"no noise{suffix}")
+    for ax in axes:
+        style.tokens_axis(ax, base["tokens"])
+    axes[0].set_ylabel("loss rise under noise (nats/token)")
+    style.auto_log_y(axes[0], base[list(gammas.values())].to_numpy())
+    style.legend(axes[0], title="noise theta + gamma * std(theta) * eps")
+    if panels == 2:
+        axes[1].set_ylabel("loss under noise (nats/token)")
+        style.legend(axes[1], title="same noise (colour = gamma)")
     return style.save(fig, out, "sensitivity_vs_tokens.png", "Progressive sensitivity of the base model")
 
 

@@ -47,6 +47,7 @@ def _frame(ft: list[float], base: list[float], delta: list[float]) -> pd.DataFra
             "ft/ppl/ood_prose": ft,
             "forget/ppl/ood_prose": np.array(ft) - np.array(base),
             "base/perturb/gamma=0.2/delta_loss_mean": delta,
+            "base/perturb/gamma=0.2/loss_mean": np.log(base) + np.array(delta),
             "base/sharpness/kl": [1e-9, 2e-9, 3e-9, 4e-9, 8e-9],
         }
     )
@@ -61,6 +62,16 @@ def test_sentences_state_what_appears_with_numbers() -> None:
     assert "Forgetting that grows with pretraining (LR 1e-3) appears: forgetting of OOD prose" in text
     assert "perplexity goes 10.000 at 250K -> 21.000 at 4M tokens" in text
     assert "U-shape of fine-tuned OOD prose perplexity (LR 1e-3) appears: best at 1M (20)" in text
+    # log(base) + delta = 3.006, 2.728, 2.343, 2.159, 2.106: still falling at 4M tokens
+    assert "U-shape of the base model's loss under noise gamma = 0.2 does not appear: best at the largest" in text
+
+
+def test_perturbed_loss_u_shape() -> None:
+    # the clean loss falls by less than the noise rise grows: 2.5+0.1, 2.2+0.2, 2.0+0.4, 1.9+0.8, 1.85+1.6
+    df = _frame(ft=[1.0] * 5, base=[1.0] * 5, delta=[0.1, 0.2, 0.4, 0.8, 1.6])
+    df["base/perturb/gamma=0.2/loss_mean"] = [2.6, 2.4, 2.4, 2.7, 3.45]
+    text = "\n".join(effect_sentences(df, None))
+    assert "U-shape of the base model's loss under noise gamma = 0.2 appears: best at 500K (2.4)" in text
 
 
 def test_sentences_say_plainly_what_does_not_appear() -> None:
