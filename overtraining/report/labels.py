@@ -107,6 +107,9 @@ def metric_label(metric: str) -> str:
     parts = m.split("/")
     head, tail = parts[0], " ".join(p.replace("_", " ") for p in parts[1:])
     tail = tail.replace("ood ", "OOD ").replace("id ", "ID ")
+    if head == "ppl" and parts[-1] in ("loss", "ppl"):  # ppl/<text>/loss, ppl/<text>/ppl
+        text = " ".join(p.replace("_", " ") for p in parts[1:-1]).replace("ood ", "OOD ").replace("id ", "ID ")
+        return f"{text} loss (nats/token)" if parts[-1] == "loss" else f"{text} perplexity"
     if head == "ppl":
         return f"{tail} perplexity".strip()
     if head == "loss":

@@ -79,3 +79,11 @@ def test_sentences_say_plainly_what_does_not_appear() -> None:
     text = "\n".join(effect_sentences(df, "ppl/ood_prose"))
     assert "Progressive sensitivity (noise gamma = 0.2) reversed" in text
     assert "(LR 1e-3) does not appear: best at the largest budget, 4M" in text
+
+
+def test_metric_labels_of_perplexity_records() -> None:
+    from overtraining.report.labels import metric_label
+
+    assert metric_label("ft/ppl/ood_prose/loss") == "OOD prose loss (nats/token)"
+    assert metric_label("ppl/ood_prose/ppl") == "OOD prose perplexity"
+    assert metric_label("ppl/ood_prose") == "OOD prose perplexity"
