@@ -170,7 +170,8 @@ def sensitivity_vs_tokens(df: pd.DataFrame, out: Path) -> Path | None:
             if panels == 2:
                 axes[1].plot(g["tokens"], g[absolute[gamma]], **kw)
         if panels == 2 and clean in g:
-            axes[1].plot(g["tokens"], g[clean], color="black", linestyle=ls, marker=marker, label=f"no noise{suffix}")
+            clean_kw = {"color": "tab:blue", "linestyle": ls, "marker": marker}
+            axes[1].plot(g["tokens"], g[clean], label=f"no noise{suffix}", **clean_kw)
     for ax in axes:
         style.tokens_axis(ax, base["tokens"])
     axes[0].set_ylabel("loss rise under noise (nats/token)")
