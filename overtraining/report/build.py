@@ -140,9 +140,11 @@ def build_report(
     first = Path(dirs[0])
     out = Path(out) if out else (first.parent if first.is_file() else first) / "report"
     df = records_to_frame(records)
+    good = usable(df)
+    constant = sorted(c.removeprefix("ft/") for c in good.columns if c.startswith("ft/") and good[c].nunique() <= 1)
     try:
-        m = pick_metric(df.columns, metric, OOD_PREFERENCE)
-        id_m = pick_metric(df.columns, id_metric, ID_PREFERENCE)
+        m = pick_metric(df.columns, metric, OOD_PREFERENCE, skip=constant)
+        id_m = pick_metric(df.columns, id_metric, ID_PREFERENCE, skip=constant)
         for name in (m, id_m):
             if name:
                 lower_is_better(name)  # fails now, in one line, if the name says no direction
@@ -150,14 +152,14 @@ def build_report(
         raise ReportError(str(err)) from err
     id_col = f"ft/{id_m}" if id_m else None
     write_table(df, out)
-    good = usable(df)
     figs = draw_figures(records, good, m, id_col, out)
     findings = effect_sentences(good, m) + (optima_sentences(good, f"ft/{m}", id_col, n_boot, seed) if m else [])
     status = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
     meta = [
         f"Sources: {', '.join(str(d) for d in dirs)}",
         f"Cells: {len(df)} ({status}); figures use completed/target-reached cells only.",
-        f"OOD metric: ft/{m}; ID metric: {id_col}.",
+        f"OOD metric: ft/{m}; ID metric: {id_col}."
+        + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant if c.startswith("id/")),
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}; tables: cells.csv, cells.parquet.",
     ]
     html = write_html(

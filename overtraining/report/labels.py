@@ -74,13 +74,17 @@ def lower_is_better(metric: str) -> bool:
     raise ValueError(f"cannot tell whether {metric!r} is better high or low: put loss/ppl or acc in its name")
 
 
-def pick_metric(columns: Iterable[str], requested: str | None, preference: tuple[str, ...]) -> str | None:
+def pick_metric(
+    columns: Iterable[str], requested: str | None, preference: tuple[str, ...], skip: Iterable[str] = ()
+) -> str | None:
     """The ``<m>`` whose ``ft/<m>`` column the report centres on.
 
     Args:
         columns: the table's column names.
         requested: the user's ``--metric`` (with or without prefix), or None to choose.
         preference: prefixes of ``<m>`` tried in order when nothing is requested.
+        skip: ``<m>`` names not to choose by preference (e.g. metrics constant over the sweep,
+            such as an ID accuracy of 0 everywhere, which cannot rank LRs).
 
     Returns:
         ``<m>``, or None when the table has no ``ft/`` metric matching the preference.
@@ -94,9 +98,10 @@ def pick_metric(columns: Iterable[str], requested: str | None, preference: tuple
         if m in ft:
             return m
         raise ValueError(f"no column ft/{m} in the records; --metric takes one of: {', '.join(ft) or '(none)'}")
+    skip = set(skip)
     for pref in preference:
         for m in ft:
-            if m.startswith(pref):
+            if m.startswith(pref) and m not in skip:
                 return m
     return None
 

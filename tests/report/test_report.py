@@ -10,7 +10,7 @@ import pytest
 
 from overtraining.report import ReportError, build_report
 from overtraining.report.__main__ import main
-from overtraining.results import CellRecord, write_record
+from overtraining.results import CellRecord, read_record, write_record
 
 from .conftest import FIGURES, make_record, write_sweep
 
@@ -101,3 +101,15 @@ def test_help_explains_the_command(capsys: pytest.CaptureFixture) -> None:
 
 def test_write_sweep_is_reusable(tmp_path: Path) -> None:
     assert len(list(write_sweep(tmp_path, with_extras=False).rglob("record.json"))) == 6 * 2 * 2
+
+
+def test_constant_id_accuracy_is_not_used_to_tune_the_lr(tmp_path: Path) -> None:
+    # A tiny model's exact-match accuracy is 0 in every cell: it cannot rank LRs, the ID loss can.
+    root = write_sweep(tmp_path / "sweep", with_extras=False)
+    for path in root.rglob("record.json"):
+        record = read_record(path)
+        record.metrics["ft/id/accuracy"] = 0.0
+        write_record(record, path.parent)
+    page = build_report([root], n_boot=10).read_text()
+    assert "ID metric: ft/id/loss. Not used: ft/id/accuracy (the same in every cell)." in page
+    assert "With the LR tuned per checkpoint for the best ID loss" in page
