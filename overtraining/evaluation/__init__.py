@@ -9,7 +9,7 @@ and the config stay cheap to import in launcher processes):
 * ``embedded_tasks`` -- the offline ``embedded`` suite's data, from the embedded corpus;
 * ``perplexity``     -- windowed perplexity of a text; WikiText-2 / C4 texts;
 * ``id_metrics``     -- the SFT task's held-out loss and greedy-generation accuracy;
-* ``format_probe``   -- docstring rate of greedy completions (the TinyGSM story);
+* ``format_probe``   -- docstring rate of greedy completions and docstring probability (TinyGSM story);
 * ``forgetting``     -- signed OOD deltas, base vs fine-tuned (positive = forgot);
 * ``cache``          -- ``BaseEvalCache``: base-model evaluations shared across jobs.
 """

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the evaluation code changes what a metric means (tasks, windows, metrics).
-EVAL_CODE_VERSION = "eval-v1"
+EVAL_CODE_VERSION = "eval-v2"  # v2: format probe adds probe/docstring_prob[_raw]
 
 
 def canonical_json(obj: Any) -> str:

@@ -7,7 +7,7 @@ two of its outputs into the signed OOD deltas. Its output is one flat dict of fl
     ood/<task>/<metric>        lm-eval (acc, acc_norm, word_perplexity, ...; harness.py)
     ppl/<text>/{loss,ppl,tokens} perplexity of an embedded-corpus split or a Hub text
     id/{loss,accuracy}         the SFT task (when held-out data are given; id_metrics.py)
-    probe/docstring_rate[_raw] the format probe (format_probe.py)
+    probe/docstring_rate[_raw], probe/docstring_prob[_raw]  the format probe (format_probe.py)
     time/eval_<part>_s         wall time of each part, and time/eval_total_s
 
 Each part is skipped when the config turns it off or its inputs are missing: a corpus

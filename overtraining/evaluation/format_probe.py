@@ -16,15 +16,32 @@ body contains a docstring (``\"\"\"`` or ``'''``) or a ``#`` comment:
 Prompts are fixed and decoding is greedy, so the numbers are deterministic for a model.
 Detection is lexical (string literals are blanked before looking for ``#``): tiny models
 write code that the ``tokenize`` module rejects.
+
+Greedy decoding of a tiny byte-level model often collapses into a run of spaces, so the
+rates above read 0 whatever the model's habit. The likelihood form does not depend on
+decoding: after a function header and its indentation, the probability that the body
+opens with a docstring (``\"\"\"``) or a comment (``#``), summed over the two openings and
+averaged over prompts:
+
+* ``probe/docstring_prob``: after the chat prompt + ``ANSWER_HEAD`` (the SFT answers' own
+  first line), i.e. where the SFT data always continues with code;
+* ``probe/docstring_prob_raw``: after ``RAW_PROMPTS`` + indentation.
+
+Context and opening are tokenized separately and concatenated, as lm-eval scores a
+continuation, so the same code serves BPE tokenizers.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import torch
 
 from overtraining.evaluation.config import EvalConfig
 from overtraining.evaluation.id_metrics import chat_prompt, greedy_generate
+from overtraining.evaluation.perplexity import model_device, scoring_mode
 
 RAW_PROMPTS = (
     "def solution():\n",
@@ -32,6 +49,9 @@ RAW_PROMPTS = (
     "def average(numbers):\n",
     "def count_words(text):\n",
 )
+ANSWER_HEAD = "def solution():\n"
+INDENT = "    "
+OPENINGS = ('"""', "#")  # a docstring, a comment: both start a line that the SFT answers never have
 _STRING = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 
 
@@ -65,6 +85,26 @@ def docstring_rate(generate: Callable[[list[str]], list[str]], prompts: list[str
     return sum(map(has_docstring_or_comment, completions)) / len(completions)
 
 
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, context: str, continuations: Sequence[str]) -> list[float]:  # noqa: ANN001
+    """log p(continuation | context) for each continuation, in nats (one forward pass each)."""
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    out = []
+    with scoring_mode(model):
+        for cont in continuations:
+            tail = tokenizer(cont, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([ctx + tail], device=model_device(model))  # (1, T)
+            logp = model(input_ids=ids).logits[0, len(ctx) - 1 : -1].float().log_softmax(-1)  # (len(tail), V)
+            out.append(float(logp.gather(1, ids[0, len(ctx) :, None]).sum()))
+    return out
+
+
+def opening_probability(model, tokenizer, contexts: Sequence[str]) -> float:  # noqa: ANN001
+    """Mean over contexts of P(the next text is one of ``OPENINGS``) (nan without contexts)."""
+    probs = [sum(math.exp(lp) for lp in continuation_logprobs(model, tokenizer, c, OPENINGS)) for c in contexts]
+    return sum(probs) / len(probs) if probs else float("nan")
+
+
 def format_probe(model, tokenizer, heldout_raw: list[dict] | None, cfg: EvalConfig) -> dict[str, float]:
     """Runs the probe on a model (greedy decoding, ``cfg.id_max_new_tokens`` new tokens).
 
@@ -75,14 +115,19 @@ def format_probe(model, tokenizer, heldout_raw: list[dict] | None, cfg: EvalConf
         cfg: the eval config (``format_probe_prompts``, ``id_max_new_tokens``, batch size).
 
     Returns:
-        ``probe/docstring_rate`` (with held-out prompts) and ``probe/docstring_rate_raw``.
+        ``probe/docstring_rate`` and ``probe/docstring_prob`` (with held-out prompts),
+        ``probe/docstring_rate_raw`` and ``probe/docstring_prob_raw``.
     """
 
     def generate(prompts: list[str]) -> list[str]:
         return greedy_generate(model, tokenizer, prompts, cfg.id_max_new_tokens, cfg.generation_batch_size)
 
-    out = {"probe/docstring_rate_raw": docstring_rate(generate, list(RAW_PROMPTS))}
+    out = {
+        "probe/docstring_rate_raw": docstring_rate(generate, list(RAW_PROMPTS)),
+        "probe/docstring_prob_raw": opening_probability(model, tokenizer, [p + INDENT for p in RAW_PROMPTS]),
+    }
     if heldout_raw:
         prompts = [chat_prompt(tokenizer, ex["messages"]) for ex in heldout_raw[: cfg.format_probe_prompts]]
         out["probe/docstring_rate"] = docstring_rate(generate, prompts)
+        out["probe/docstring_prob"] = opening_probability(model, tokenizer, [p + ANSWER_HEAD + INDENT for p in prompts])
     return out
