@@ -8,7 +8,8 @@ reader (and the README) can state honestly which effects appear and which do not
 - **sharpening**: the KL sharpness proxy / Hessian estimates grow with tokens (Rofin et al.);
 - **forgetting grows with pretraining**: ``forget/<metric>`` rises with tokens, per SFT LR;
 - **the U-shape**: the fine-tuned OOD metric is best at an interior budget and worse at the
-  largest one (catastrophic overtraining proper), per SFT LR.
+  largest one by at least ``U_MIN_RISE`` of its best value (catastrophic overtraining
+  proper), per SFT LR; the same for the base model's loss under noise, per gamma.
 
 A monotone trend is judged by Spearman's rank correlation with tokens (``scipy.stats``):
 it "appears" when rho >= ``RHO_MIN`` (<= -RHO_MIN for a falling trend is "reversed").
@@ -30,6 +31,7 @@ from overtraining.report.table import per_checkpoint
 
 RHO_MIN = 0.8  # rank correlation with tokens that counts as a trend
 MIN_BUDGETS = 3  # fewer budgets cannot show a trend or a U
+U_MIN_RISE = 0.02  # the largest budget must be >= 2% worse than the best for a U
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,32 @@ def trend(tokens: np.ndarray, values: np.ndarray) -> Trend:
     return Trend(tuple(budgets.tolist()), tuple(means.tolist()), rho)
 
 
-def u_shape(tokens: np.ndarray, values: np.ndarray, lower: bool) -> tuple[bool, Trend]:
-    """Whether a fine-tuned metric is best at an interior budget (a U, or an inverted U for scores).
+def u_shape(tokens: np.ndarray, values: np.ndarray, lower: bool, min_rise: float = U_MIN_RISE) -> tuple[bool, Trend]:
+    """Whether a metric is best at an interior budget and clearly worse at the largest one.
+
+    Args:
+        tokens: pretraining tokens of each cell.
+        values: the metric of each cell.
+        lower: whether lower values are better.
+        min_rise: how much worse than the best the largest budget must be, relative to the
+            best value (a flat curve with an interior argmin by noise is not a U).
 
     Returns:
         ``(is_u, trend)``: ``is_u`` is True when the best budget is neither the smallest nor the
-        largest one tried and there are at least ``MIN_BUDGETS`` budgets.
+        largest one tried, the largest is worse by at least ``min_rise``, and there are at
+        least ``MIN_BUDGETS`` budgets.
     """
     t = trend(tokens, values)
     if len(t.budgets) < MIN_BUDGETS:
         return False, t
     means = np.asarray(t.means)
     best = int(means.argmin() if lower else means.argmax())
-    return 0 < best < len(means) - 1, t
+    return 0 < best < len(means) - 1 and _rise(means, best) >= min_rise, t
+
+
+def _rise(means: np.ndarray, best: int) -> float:
+    """How much worse the largest budget is than the best, relative to the best value."""
+    return abs(means[-1] - means[best]) / abs(means[best]) if means[best] else float("inf")
 
 
 def _span(t: Trend, fmt: str = ".3g") -> str:
@@ -126,8 +141,13 @@ def _u_sentence(tokens: np.ndarray, values: np.ndarray, lower: bool, what: str) 
             f"The U-shape of {what} appears: best at {format_tokens(t.budgets[i])} ({means[i]:.4g}), "
             f"worse again at {format_tokens(t.budgets[-1])} ({means[-1]:.4g})."
         )
-    edge = "largest" if i == len(means) - 1 else "smallest"
     at = f"{format_tokens(t.budgets[i])} ({means[i]:.4g})"
+    if 0 < i < len(means) - 1:
+        return (
+            f"The U-shape of {what} does not clearly appear: best at {at}, but the largest budget is only "
+            f"{_rise(means, i):.1%} worse (a U needs {U_MIN_RISE:.0%}): flat within noise."
+        )
+    edge = "largest" if i == len(means) - 1 else "smallest"
     return f"The U-shape of {what} does not appear: best at the {edge} budget, {at}."
 
 

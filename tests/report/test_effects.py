@@ -35,6 +35,15 @@ def test_u_shape_is_an_interior_optimum() -> None:
     # an accuracy (higher is better) peaking inside is an inverted U: the same finding
     assert u_shape(TOKENS, np.array([0.1, 0.3, 0.2, 0.15, 0.1]), lower=False)[0]
     assert not u_shape(TOKENS[:2], np.array([2.0, 1.0]), lower=True)[0]  # too few budgets
+    # an interior best with the largest budget only 1% worse is flat, not a U (threshold 2%)
+    assert not u_shape(TOKENS, np.array([5.0, 4.0, 3.0, 3.02, 3.03]), lower=True)[0]
+    assert u_shape(TOKENS, np.array([5.0, 4.0, 3.0, 3.02, 3.03]), lower=True, min_rise=0.005)[0]
+
+
+def test_flat_curve_with_an_interior_best_is_called_flat() -> None:
+    df = _frame(ft=[3.49, 3.43, 3.48, 3.416, 3.46], base=[3.0] * 5, delta=[0.1] * 5)
+    text = "\n".join(effect_sentences(df, "ppl/ood_prose"))
+    assert "does not clearly appear: best at 2M (3.416), but the largest budget is only 1.3% worse" in text
 
 
 def _frame(ft: list[float], base: list[float], delta: list[float]) -> pd.DataFrame:
