@@ -142,14 +142,10 @@ def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None
 
 
 def legend(ax: Axes, title: str | None = None) -> None:
-    """A legend inside the axes when short, outside on the right when long."""
-    handles, labels = ax.get_legend_handles_labels()
-    if not handles:
-        return
-    if len(handles) > 6:
+    """A legend outside the axes, on the right: inside, it can hide a curve's last points."""
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
         ax.legend(title=title, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(title=title, fontsize=8, title_fontsize=8)
 
 
 def save(fig: Figure, out: Path, name: str, title: str | None = None) -> Path:
