@@ -50,8 +50,10 @@ class Trend:
 
     @property
     def verdict(self) -> str:
-        """``rises``, ``falls`` or ``no clear trend``."""
-        if len(self.budgets) < MIN_BUDGETS or not np.isfinite(self.rho):
+        """``rises``, ``falls``, ``no clear trend`` or ``too few budgets``."""
+        if len(self.budgets) < MIN_BUDGETS:
+            return "too few budgets"
+        if not np.isfinite(self.rho):
             return "no clear trend"
         return "rises" if self.rho >= RHO_MIN else "falls" if self.rho <= -RHO_MIN else "no clear trend"
 
@@ -103,7 +105,12 @@ def _span(t: Trend, fmt: str = ".3g") -> str:
     )
 
 
-_VERB = {"rises": "appears", "falls": "reversed", "no clear trend": "does not appear"}
+_VERB = {
+    "rises": "appears",
+    "falls": "reversed",
+    "no clear trend": "does not appear",
+    "too few budgets": f"cannot be judged ({MIN_BUDGETS} budgets needed)",
+}
 
 
 def sensitivity_sentences(base: pd.DataFrame) -> list[str]:

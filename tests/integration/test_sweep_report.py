@@ -95,7 +95,11 @@ def test_report_from_the_real_sweep(sweep, tmp_path):
     ):
         assert (tmp_path / "report" / name).exists(), name
     assert (tmp_path / "report" / "cells.csv").read_text().count("\n") == 5  # header + 4 cells
-    assert "data:image/png;base64," in html.read_text()
+    page = html.read_text()
+    assert "data:image/png;base64," in page
+    # the effect verdicts, with the sweep's own numbers; 2 budgets are too few for a verdict
+    assert "Progressive sensitivity (noise gamma = 0.2) cannot be judged (3 budgets needed)" in page
+    assert "The U-shape of fine-tuned OOD prose loss (LR 1e-3) cannot be judged: 2 budget(s), 3 needed" in page
 
 
 def test_wandb_offline_runs_hold_the_metrics(sweep):

@@ -35,6 +35,7 @@ def test_u_shape_is_an_interior_optimum() -> None:
     # an accuracy (higher is better) peaking inside is an inverted U: the same finding
     assert u_shape(TOKENS, np.array([0.1, 0.3, 0.2, 0.15, 0.1]), lower=False)[0]
     assert not u_shape(TOKENS[:2], np.array([2.0, 1.0]), lower=True)[0]  # too few budgets
+    assert trend(TOKENS[:2], np.array([1.0, 2.0])).verdict == "too few budgets"
     # an interior best with the largest budget only 1% worse is flat, not a U (threshold 2%)
     assert not u_shape(TOKENS, np.array([5.0, 4.0, 3.0, 3.02, 3.03]), lower=True)[0]
     assert u_shape(TOKENS, np.array([5.0, 4.0, 3.0, 3.02, 3.03]), lower=True, min_rise=0.005)[0]
