@@ -141,9 +141,10 @@ def build_report(
     out = Path(out) if out else (first.parent if first.is_file() else first) / "report"
     df = records_to_frame(records)
     good = usable(df)
-    constant = sorted(c.removeprefix("ft/") for c in good.columns if c.startswith("ft/") and good[c].nunique() <= 1)
+    # an ID metric with one value in every cell (a tiny model's exact match of 0) cannot rank LRs
+    constant = [c[3:] for c in good.columns if c.startswith("ft/id/") and len(good) > 1 and good[c].nunique() <= 1]
     try:
-        m = pick_metric(df.columns, metric, OOD_PREFERENCE, skip=constant)
+        m = pick_metric(df.columns, metric, OOD_PREFERENCE)
         id_m = pick_metric(df.columns, id_metric, ID_PREFERENCE, skip=constant)
         for name in (m, id_m):
             if name:
@@ -159,7 +160,7 @@ def build_report(
         f"Sources: {', '.join(str(d) for d in dirs)}",
         f"Cells: {len(df)} ({status}); figures use completed/target-reached cells only.",
         f"OOD metric: ft/{m}; ID metric: {id_col}."
-        + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant if c.startswith("id/")),
+        + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant),
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}; tables: cells.csv, cells.parquet.",
     ]
     html = write_html(

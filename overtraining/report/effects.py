@@ -98,6 +98,8 @@ def _rise(means: np.ndarray, best: int) -> float:
 
 def _span(t: Trend, fmt: str = ".3g") -> str:
     first, last = t.means[0], t.means[-1]
+    if len(t.budgets) == 1:
+        return f"{first:{fmt}} at {format_tokens(t.budgets[0])} tokens"
     ratio = f", x{last / first:.3g}" if first > 0 and last > 0 else ""
     return (
         f"{first:{fmt}} at {format_tokens(t.budgets[0])} -> {last:{fmt}} at {format_tokens(t.budgets[-1])} "
@@ -119,7 +121,7 @@ def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
     gammas = sorted((float(m.group(1)), c) for c in base.columns if (m := GAMMA.match(c)) and base[c].notna().any())
     for gamma, col in gammas:
         t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
-        if len(t.budgets) >= 2:
+        if t.budgets:
             out.append(
                 f"Progressive sensitivity (noise gamma = {gamma:g}) {_VERB[t.verdict]}: the base model's loss "
                 f"rise under noise goes {_span(t)}."
@@ -131,7 +133,7 @@ def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
     for col, label in SHARPNESS.items():
         if col in base.columns and base[col].notna().any():
             t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
-            if len(t.budgets) >= 2:
+            if t.budgets:
                 out.append(f"Sharpening by the {label} {_VERB[t.verdict]}: {_span(t)}.")
     return out
 
@@ -167,7 +169,7 @@ def finetuning_sentences(cells: pd.DataFrame, metric: str) -> list[str]:
         tokens = g["tokens"].to_numpy()
         if forget in g.columns and g[forget].notna().any():
             t = trend(tokens, g[forget].to_numpy())
-            if len(t.budgets) >= 2:
+            if t.budgets:
                 out.append(
                     f"Forgetting that grows with pretraining (LR {format_lr(lr)}) {_VERB[t.verdict]}: "
                     f"forgetting of {what} goes {_span(t, '.3f')}."

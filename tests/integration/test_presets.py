@@ -7,6 +7,7 @@ import math
 import pytest
 
 from overtraining.config import CONF_DIR
+from overtraining.report import build_report
 from overtraining.results import load_records
 from tests.launch.conftest import TINY_PRETRAIN, run_cell
 
@@ -58,6 +59,13 @@ def test_embedded_preset(preset, tmp_path_factory):
         else:
             assert 0 < r.metrics["ft/ppl/ood_prose/ppl"] < 260  # below a uniform byte model's perplexity
             assert r.metrics["sft/steps"] == 6
+    html = build_report([work / "multirun"], n_boot=10)  # the preset's report, its figures and findings
+    page = html.read_text()
+    assert "Progressive sensitivity (noise gamma = 0.2)" in page
+    figures = {p.name for p in html.parent.glob("*.png")}
+    assert "sensitivity_vs_tokens.png" in figures and "sharpness_vs_tokens.png" in figures
+    if not probe_only:
+        assert {"ood_vs_tokens.png", "forgetting_vs_tokens.png", "ood_vs_sft_loss.png"} <= figures
     if preset == "rofin_sharpness_pretraining":
         assert {r.config["pretrain"]["lr_schedule"]["name"] for r in records} == {"constant", "wsd", "cosine"}
         assert all(0 < r.metrics["base/sharpness/hessian_top"] < 1e4 for r in records)

@@ -97,3 +97,10 @@ def test_metric_labels_of_perplexity_records() -> None:
     assert metric_label("ft/ppl/ood_prose/loss") == "OOD prose loss (nats/token)"
     assert metric_label("ppl/ood_prose/ppl") == "OOD prose perplexity"
     assert metric_label("ppl/ood_prose") == "OOD prose perplexity"
+
+
+def test_one_budget_is_stated_not_judged() -> None:
+    df = _frame(ft=[3.0] * 5, base=[2.0] * 5, delta=[0.01] * 5).iloc[:1]
+    text = "\n".join(effect_sentences(df, "ppl/ood_prose"))
+    assert "Progressive sensitivity (noise gamma = 0.2) cannot be judged (3 budgets needed): " in text
+    assert "loss rise under noise goes 0.01 at 250K tokens." in text
