@@ -160,7 +160,7 @@ def build_report(
         f"Sources: {', '.join(str(d) for d in dirs)}",
         f"Cells: {len(df)} ({status}); figures use completed/target-reached cells only.",
         f"OOD metric: ft/{m}; ID metric: {id_col}."
-        + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant),
+        + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant if c != id_m),
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}; tables: cells.csv, cells.parquet.",
     ]
     html = write_html(
