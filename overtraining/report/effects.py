@@ -121,11 +121,10 @@ def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
     gammas = sorted((float(m.group(1)), c) for c in base.columns if (m := GAMMA.match(c)) and base[c].notna().any())
     for gamma, col in gammas:
         t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
-        if t.budgets:
-            out.append(
-                f"Progressive sensitivity (noise gamma = {gamma:g}) {_VERB[t.verdict]}: the base model's loss "
-                f"rise under noise goes {_span(t)}."
-            )
+        out.append(
+            f"Progressive sensitivity (noise gamma = {gamma:g}) {_VERB[t.verdict]}: the base model's loss "
+            f"rise under noise goes {_span(t)}."
+        )
         noisy = col.replace("delta_loss_mean", "loss_mean")
         if noisy in base.columns and base[noisy].notna().any():
             what = f"the base model's loss under noise gamma = {gamma:g}"
@@ -133,8 +132,7 @@ def sensitivity_sentences(base: pd.DataFrame) -> list[str]:
     for col, label in SHARPNESS.items():
         if col in base.columns and base[col].notna().any():
             t = trend(base["tokens"].to_numpy(), base[col].to_numpy())
-            if t.budgets:
-                out.append(f"Sharpening by the {label} {_VERB[t.verdict]}: {_span(t)}.")
+            out.append(f"Sharpening by the {label} {_VERB[t.verdict]}: {_span(t)}.")
     return out
 
 
@@ -169,11 +167,10 @@ def finetuning_sentences(cells: pd.DataFrame, metric: str) -> list[str]:
         tokens = g["tokens"].to_numpy()
         if forget in g.columns and g[forget].notna().any():
             t = trend(tokens, g[forget].to_numpy())
-            if t.budgets:
-                out.append(
-                    f"Forgetting that grows with pretraining (LR {format_lr(lr)}) {_VERB[t.verdict]}: "
-                    f"forgetting of {what} goes {_span(t, '.3f')}."
-                )
+            out.append(
+                f"Forgetting that grows with pretraining (LR {format_lr(lr)}) {_VERB[t.verdict]}: "
+                f"forgetting of {what} goes {_span(t, '.3f')}."
+            )
         if ft in g.columns and g[ft].notna().any():
             out.append(
                 _u_sentence(tokens, g[ft].to_numpy(), lower_is_better(ft), f"fine-tuned {what} (LR {format_lr(lr)})")
