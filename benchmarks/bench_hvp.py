@@ -34,7 +34,8 @@ from torch.func import functional_call, grad, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from overtraining.geometry.config import GeometryConfig, measure_checkpoint
+from overtraining.config import GeometryConfig
+from overtraining.geometry.measure import measure_checkpoint
 from overtraining.geometry.sharpness import lanczos_top_eigenvalue, model_hvp
 
 

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-from overtraining.data.sft_data import SFTDataConfig, load_sft_data
+from overtraining.config import LRScheduleConfig, ModelConfig, SFTDataConfig, TrainerConfig
+from overtraining.data.sft_data import load_sft_data
 from overtraining.data.tokenizer import byte_tokenizer
-from overtraining.models import ModelConfig, build_tiny_model
-from overtraining.training.schedules import LRScheduleConfig
-from overtraining.training.sft import TrainerConfig, finetune
+from overtraining.models import build_tiny_model
+from overtraining.training.sft import finetune
 
 
 def _model(args: argparse.Namespace) -> torch.nn.Module:
@@ -88,7 +88,7 @@ class _Clock(TrainerCallback):
     def __init__(self, device: str):
         self.device, self.times = device, []
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         self.times.append(time.perf_counter())

@@ -107,7 +107,7 @@ def expected_cells(sweep: Path) -> list[frozenset[str]] | None:
     try:
         task = yaml.safe_load(path.read_text())["hydra"]["overrides"]["task"]
         return [frozenset(c) for c in itertools.product(*_normalized(task))]
-    except Exception:  # noqa: BLE001 - a glob or range sweep, an odd file: counts without pending
+    except Exception:  # a glob or range sweep, an odd file: counts without pending
         return None
 
 

@@ -19,11 +19,16 @@ List a family's checkpoints: ``python -m overtraining.checkpoints pythia-70m``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from overtraining.config import EMBEDDED_BUDGETS, CheckpointConfig, parse_token_label
 
 PYTHIA_TOKENS_PER_STEP = 2_097_152
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
@@ -39,33 +44,12 @@ OLMO_1B_KNOWN = (
     "step660000-tokens2768B",
     "step738020-tokens3094B",
 )
-# The embedded trajectory's default token budgets (PretrainConfig.budgets).
-EMBEDDED_BUDGETS = ("250K", "500K", "1M", "2M", "4M")
 # Budget labels that are options of the checkpoint group (for other recipes' budgets).
 BUDGET_LABELS = tuple(
     f"{n}{u}"
     for u in "KMB"
     for n in (1, 2, 4, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 125, 128, 200, 250, 256, 400, 500, 512, 800)
 )
-
-
-@dataclass
-class CheckpointConfig:
-    """One checkpoint (the ``checkpoint`` config group).
-
-    Attributes:
-        family: embedded | pythia-<size>[-deduped] | olmo-1b | hub | local.
-        revision: the Hub revision (``stepN``), or the local trajectory's checkpoint name.
-        repo: Hub repo id (hub families); derived for pythia/olmo.
-        path: a local checkpoint directory (family local).
-        tokens: pretraining tokens; derived from the name or checkpoint.json when None.
-    """
-
-    family: str = "embedded"
-    revision: str = "tokens_4M"
-    repo: str = ""
-    path: str = ""
-    tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,15 +69,6 @@ class ResolvedCheckpoint:
 
 class UnknownCheckpointError(ValueError):
     """A checkpoint name that no family knows."""
-
-
-def parse_token_label(label: str) -> int:
-    """``"250K"`` -> 250_000, ``"4M"`` -> 4_000_000, ``"84B"`` -> 84_000_000_000, ``"123"`` -> 123."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMBT]?)", label)
-    if not m:
-        raise ValueError(f"bad token count {label!r}: write e.g. 500K, 4M or 84B")
-    scale = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[m.group(2)]
-    return int(round(float(m.group(1)) * scale))
 
 
 def token_label(tokens: int) -> str:
@@ -204,15 +179,25 @@ def check_option(option: str) -> None:
         raise UnknownCheckpointError(f"unknown checkpoint {option!r}: {hint}" + (extra if family == "olmo-1b" else ""))
 
 
-def register_options(cs) -> None:  # noqa: ANN001 - hydra ConfigStore
-    """Registers every ``<family>/<revision>`` as an option of the ``checkpoint`` group."""
+def register_options(cs, names: Iterable[str] = ()) -> None:  # cs: hydra's ConfigStore
+    """Registers ``checkpoint=hub``, ``checkpoint=local`` and each named ``<family>/<revision>``.
+
+    Only the names a command line can use are registered (those on it, and those in the
+    config tree): Hydra copies its whole store at every composition, and registering every
+    revision of every family would cost ~0.4 s per composed cell. Names are checked against
+    the families by ``check_option`` before composition.
+    """
     cs.store(group="checkpoint", name="hub", node={"family": "hub", "revision": "main"})
     cs.store(group="checkpoint", name="local", node={"family": "local", "revision": "", "path": "???"})
-    for family in ["embedded", "olmo-1b", *pythia_families()]:
-        for rev in family_revisions(family):
-            cs.store(
-                group=f"checkpoint/{family}", name=rev, package="checkpoint", node={"family": family, "revision": rev}
-            )
+    for name in sorted(set(names)):
+        family, _, rev = name.partition("/")
+        cs.store(group=f"checkpoint/{family}", name=rev, package="checkpoint", node={"family": family, "revision": rev})
+
+
+def checkpoint_names(text: str) -> set[str]:
+    """The ``<family>/<revision>`` names that appear in ``text`` (a command line or a YAML file)."""
+    families = "|".join(re.escape(f) for f in ["embedded", "olmo-1b", *pythia_families()])
+    return set(re.findall(rf"(?<![\w/.-])((?:{families})/[\w.-]+)", text))
 
 
 def list_checkpoints(family: str, online: bool = False) -> list[tuple[str, int]]:
@@ -252,3 +237,64 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+def hf_cache_revisions(repo: str) -> set[str]:
+    """Revisions of ``repo`` present in the local Hugging Face cache (refs and snapshots)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    root = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    refs = {p.name for p in (root / "refs").glob("*") if p.is_file()}
+    snapshots = {p.name for p in (root / "snapshots").glob("*") if p.is_dir()}
+    return refs | snapshots
+
+
+def check_hub_revision(repo: str, revision: str | None) -> None:
+    """Refuses, in one line, a Hub revision that is neither cached locally nor reachable.
+
+    Offline (``HF_HUB_OFFLINE=1``, or huggingface.co unreachable within 2 s) only the local
+    cache counts; online the check is left to the download, which names missing revisions.
+    """
+    rev = revision or "main"
+    if rev in hf_cache_revisions(repo):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or not hub_reachable():
+        raise UnknownCheckpointError(
+            f"revision {rev!r} of {repo} is not in the local Hugging Face cache and the Hub is not reachable: "
+            f"download it once online (huggingface-cli download {repo} --revision {rev}) or use checkpoint=local"
+        )
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True when a TCP connection to huggingface.co:443 opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def weights_identity(ckpt: ResolvedCheckpoint) -> str:
+    """What the weights are, for cache keys: never a path or a revision name alone.
+
+    A local checkpoint: SHA-256 over its weight files' bytes (names sorted). A Hub revision:
+    the commit it resolves to in the local Hugging Face cache (branches can hold identical
+    weights under other names, and a branch can move), else ``repo@revision``.
+    """
+    if ckpt.local:
+        digest = hashlib.sha256()
+        files = sorted(Path(ckpt.source).glob("*.safetensors")) or sorted(Path(ckpt.source).glob("*.bin"))
+        for file in files:
+            digest.update(file.name.encode())
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    ref = Path(HF_HUB_CACHE) / f"models--{ckpt.source.replace('/', '--')}" / "refs" / (ckpt.revision or "main")
+    if ref.is_file():
+        return f"commit:{ref.read_text().strip()}"
+    return f"{ckpt.source}@{ckpt.revision}"

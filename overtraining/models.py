@@ -6,46 +6,12 @@ The same ``from_pretrained`` path serves Pythia/OLMo revisions and the checkpoin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, LlamaConfig, PreTrainedModel
 
 from overtraining.checkpoints import ResolvedCheckpoint
+from overtraining.config import ModelConfig
 from overtraining.data.tokenizer import VOCAB_SIZE, byte_tokenizer
-
-ARCHS = ("gpt_neox", "llama")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of models pretrained here, and how to load any model (``model`` group).
-
-    Attributes:
-        name: a label for the record.
-        arch: gpt_neox | llama (used by ``overtraining.pretrain`` only).
-        hidden_size, num_layers, num_heads, intermediate_size, max_seq_len: tiny-model shape.
-        dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16.
-        attn_implementation: sdpa | eager.
-        trust_remote_code: passed to from_pretrained; off unless a model needs it.
-    """
-
-    name: str = "tiny"
-    arch: str = "gpt_neox"
-    hidden_size: int = 96
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 384
-    max_seq_len: int = 512
-    dtype: str = "auto"
-    attn_implementation: str = "sdpa"
-    trust_remote_code: bool = False
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown model.arch {self.arch!r}: use one of {', '.join(ARCHS)}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"unknown model.dtype {self.dtype!r}: use auto, float32 or bfloat16")
 
 
 def torch_dtype(cfg: ModelConfig, device: torch.device) -> torch.dtype:
@@ -77,7 +43,7 @@ def build_tiny_model(cfg: ModelConfig, seed: int) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config)
 
 
-def load_tokenizer(ckpt: ResolvedCheckpoint, trust_remote_code: bool = False):  # noqa: ANN201
+def load_tokenizer(ckpt: ResolvedCheckpoint, trust_remote_code: bool = False):
     """The checkpoint's tokenizer, with a pad token (Pythia/OLMo have none)."""
     tok = AutoTokenizer.from_pretrained(ckpt.source, revision=ckpt.revision, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:

@@ -27,73 +27,25 @@ import fcntl
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from overtraining.checkpoints import EMBEDDED_BUDGETS, parse_token_label
+from overtraining.config import CorpusConfig, PretrainConfig, parse_token_label
 from overtraining.data.corpus import Corpus, build_embedded_corpus, hub_corpus, local_corpus
 from overtraining.data.tokenizer import byte_tokenizer, encode_bytes
-from overtraining.models import ModelConfig, build_tiny_model
+from overtraining.files import atomic_path
+from overtraining.models import build_tiny_model
 from overtraining.results import provenance, write_json_atomic
 from overtraining.training.lm_data import fixed_batches, lm_batch, mean_loss
-from overtraining.training.schedules import LRScheduleConfig, build_scheduler
+from overtraining.training.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CorpusConfig:
-    """Pretraining text: ``embedded`` (stdlib), ``local`` (a .txt/.jsonl path) or ``hub`` (a data set)."""
-
-    source: str = "embedded"
-    path: str = ""
-    name: str = ""
-
-
-@dataclass
-class PretrainConfig:
-    """One controlled-pretraining recipe (the schema of ``conf/pretrain.yaml``)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    lr: float = 3e-3
-    batch_size: int = 16
-    seq_len: int = 256
-    budgets: list[str] = field(default_factory=lambda: list(EMBEDDED_BUDGETS))
-    horizon: str = ""
-    cooldown_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    out_dir: str = ""
-    cache_dir: str = ".cache/overtraining"
-    eval_batches: int = 4
-    state_every: int = 200
-    stop_after_steps: int = 0  # > 0: stop there, as a preempted job would (tests, debugging)
-    sharpness_estimators: list[str] = field(default_factory=list)  # e.g. [kl]: probe every checkpoint
-
-    def resolved_out_dir(self) -> Path:
-        return Path(self.out_dir) if self.out_dir else Path(self.cache_dir) / "trajectories" / "embedded"
-
-    def validate(self) -> None:
-        """Raises ValueError naming the fix for a recipe that cannot run."""
-        if self.lr <= 0:
-            raise ValueError(f"pretrain lr must be > 0, got {self.lr}")
-        if not self.budgets:
-            raise ValueError("pretrain budgets is empty: pass e.g. budgets='[1M,2M]'")
-        for b in self.budgets:
-            parse_token_label(b)
-        if self.corpus.source == "local" and not Path(self.corpus.path).is_file():
-            raise FileNotFoundError(f"corpus file {self.corpus.path!r} does not exist: set corpus.path (.txt/.jsonl)")
 
 
 def recipe(cfg: PretrainConfig) -> dict:
@@ -126,43 +78,39 @@ def _locked(out: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _save_checkpoint(model, tokenizer, path: Path, meta: dict) -> None:  # noqa: ANN001
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+def _save_checkpoint(model, tokenizer, path: Path, meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
 
 
-def _save_state(path: Path, model, opt, sched, step: int, history: list) -> None:  # noqa: ANN001
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "sched": sched.state_dict(),
-            "step": step,
-            "history": history,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+def _save_state(path: Path, model, opt, sched, step: int, history: list) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "step": step,
+                "history": history,
+            },
+            tmp,
+        )
 
 
-def _probe(model, evals: dict[str, list[dict]], estimators: list[str], sharp_batches: list[dict]) -> dict:  # noqa: ANN001
+def _probe(model, evals: dict[str, list[dict]], estimators: list[str], sharp_batches: list[dict]) -> dict:
     """Held-out losses (and, when asked, sharpness) of a checkpoint."""
     out = {f"loss/{name}": mean_loss(model, b) for name, b in evals.items()}
     if estimators:
-        from overtraining.geometry.config import GeometryConfig, measure_checkpoint
+        from overtraining.config import GeometryConfig
+        from overtraining.geometry.measure import measure_checkpoint
 
         out |= measure_checkpoint(model, sharp_batches, GeometryConfig(estimators=list(estimators)))
     return out
 
 
-def _cooldown(model, opt, tokens: np.ndarray, cfg: PretrainConfig, start_step: int, steps: int):  # noqa: ANN001, ANN202
+def _cooldown(model, opt, tokens: np.ndarray, cfg: PretrainConfig, start_step: int, steps: int):
     """Trains a copy for ``steps`` with the LR decaying linearly from its current value to 0."""
     branch = copy.deepcopy(model)
     bopt = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -308,7 +256,7 @@ def _done(out: Path, budget: str, cfg: PretrainConfig) -> bool:
 
 def main() -> None:
     """The Hydra entry point (``python -m overtraining.pretrain``)."""
-    from overtraining.config import hydra_pretrain_main
+    from overtraining.cli import hydra_pretrain_main
 
     hydra_pretrain_main(train_trajectory)
 

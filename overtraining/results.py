@@ -27,11 +27,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overtraining.files import atomic_write_text
+
 RECORD_VERSION = 1
 RECORD_NAME = "record.json"
 STATUSES = ("completed", "target_reached", "diverged", "failed")
-# Keys of the resolved config that do not change what a cell computes.
-NON_SCIENCE_KEYS = ("paths", "logger", "launch", "hydra")
+# Keys of the config that do not change what a cell computes (where results go, how a
+# sweep runs, what it is called); ``pretrain`` counts through its recipe only.
+NON_SCIENCE_KEYS = ("paths", "logger", "launch", "hydra", "sweep_name", "cache_dir", "experiment")
+PRETRAIN_NON_RECIPE_KEYS = ("out_dir", "cache_dir", "state_every", "stop_after_steps", "sharpness_estimators")
 
 
 @dataclass
@@ -58,10 +62,43 @@ class CellRecord:
         if self.status not in STATUSES:
             raise ValueError(f"record status {self.status!r} is not one of {STATUSES}")
 
+    def add(self, prefix: str, metrics: dict[str, Any]) -> None:
+        """Adds ``metrics`` under ``prefix/`` (``""``: names already prefixed); lists are refused."""
+        for name, value in metrics.items():
+            if isinstance(value, (list, dict)):
+                raise TypeError(f"metric {name!r} is a {type(value).__name__}: put curves in record.curves")
+            self.metrics[f"{prefix}/{name}" if prefix else name] = value
 
-def cell_id(resolved_config: dict[str, Any]) -> str:
-    """A stable id of a cell: a hash of its resolved config minus output-only keys."""
-    science = {k: v for k, v in resolved_config.items() if k not in NON_SCIENCE_KEYS}
+    def add_sft(self, outcome: Any) -> None:
+        """The SFT outcome's facts (``sft/...``), curves and notes."""
+        self.curves |= {"sft": outcome.history, "probes": outcome.probes}
+        self.add(
+            "sft",
+            {
+                "steps": outcome.steps,
+                "tokens": outcome.tokens,
+                "target_reached_step": outcome.target_reached_step,
+                "resumed_from": outcome.resumed_from,
+                "final_loss": outcome.history[-1]["loss"] if outcome.history else None,
+            },
+        )
+        if outcome.resumed_from:
+            self.notes.append(f"SFT resumed from step {outcome.resumed_from}")
+        if outcome.diverged:
+            self.status = "diverged"
+            self.notes.append(f"SFT diverged at step {outcome.diverged_step}")
+            self.metrics["sft/diverged_step"] = outcome.diverged_step
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """A stable id of a cell: a hash of what changes its numbers.
+
+    The same cell in two sweeps (other ``sweep_name``, ``cache_dir``, logger or launcher)
+    has the same id; any other key, the seed included, changes it.
+    """
+    science = {k: v for k, v in config.items() if k not in NON_SCIENCE_KEYS}
+    if isinstance(science.get("pretrain"), dict):
+        science["pretrain"] = {k: v for k, v in science["pretrain"].items() if k not in PRETRAIN_NON_RECIPE_KEYS}
     blob = json.dumps(science, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -91,10 +128,7 @@ def provenance() -> dict[str, str]:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Writes JSON to ``path`` via a temp file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=_jsonable))
 
 
 def _jsonable(x: Any) -> Any:

@@ -46,43 +46,10 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-
-class LoggerKind(str, Enum):
-    WANDB = "wandb"
-    NONE = "none"
-
-
-class Mode(str, Enum):
-    AUTO = "auto"
-    OFFLINE = "offline"
-    ONLINE = "online"
-    DISABLED = "disabled"
-
-
-@dataclass
-class LoggerConfig:
-    """The ``logger`` config group (``conf/logger/{wandb,none}.yaml``)."""
-
-    kind: str = "wandb"  # wandb | none
-    project: str = "overtraining"
-    entity: str = ""  # W&B team or user; "" = the key's default entity
-    mode: str = "auto"  # auto | offline | online | disabled
-    dir: str = ""  # where W&B writes its run folder; "" = the cell's run dir
-
-    def __post_init__(self) -> None:
-        _check(self.kind, LoggerKind, "logger.kind")
-        _check(self.mode, Mode, "logger.mode")
-
-
-def _check(value: str, enum: type[Enum], key: str) -> None:
-    options = [e.value for e in enum]
-    if value not in options:
-        raise ValueError(f"{key}={value!r} is not one of {options}")
+from overtraining.config import LoggerConfig
 
 
 class MetricsSink(Protocol):
@@ -126,7 +93,7 @@ class WandbSink:
 
 def resolve_mode(mode: str, env: Mapping[str, str]) -> str:
     """The W&B mode to run in: ``auto`` becomes ``WANDB_MODE``, else online with a key, else offline."""
-    if mode != Mode.AUTO.value:
+    if mode != "auto":
         return mode
     if env.get("WANDB_MODE") in ("offline", "online", "disabled"):
         return env["WANDB_MODE"]
@@ -158,7 +125,7 @@ def _init(cfg: LoggerConfig, mode: str, **kwargs: Any) -> Any | None:
     for attempt in (mode, "offline") if mode == "online" else (mode,):
         try:
             return wandb.init(mode=attempt, **kwargs)
-        except Exception as err:  # noqa: BLE001 - logging must never kill a cell
+        except Exception as err:  # logging must never kill a cell
             then = "logging offline instead" if attempt == "online" else "logging nothing"
             warnings.warn(f"W&B {attempt} run failed to start ({err}); {then}", stacklevel=3)
     return None
@@ -183,7 +150,7 @@ def make_sink(
         A sink; never raises for a missing key or network.
     """
     mode = resolve_mode(cfg.mode, os.environ)
-    if cfg.kind == LoggerKind.NONE.value or mode == Mode.DISABLED.value:
+    if cfg.kind == "none" or mode == "disabled":
         return NullSink()
     wandb_dir = Path(cfg.dir or run_dir)
     wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +185,7 @@ def upload_report(
         disabled or W&B could not start.
     """
     mode = resolve_mode(cfg.mode, os.environ)
-    if cfg.kind == LoggerKind.NONE.value or mode == Mode.DISABLED.value:
+    if cfg.kind == "none" or mode == "disabled":
         return None
     run_id = "report-" + hashlib.sha256("\n".join(sorted(sources)).encode()).hexdigest()[:12]
     wandb_dir = Path(cfg.dir or html.parent)

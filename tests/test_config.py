@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from overtraining.config import CONF_DIR, precheck_yaml, register_cell_schema
+from overtraining.checkpoints import register_options
+from overtraining.cli import CONF_DIR, CommandLineError, precheck_yaml, register_schemas
 from tests.conftest import run_module
 
 GROUPS = ["model", "sft_data", "lr_schedule", "trainer", "eval", "sharpness", "logger"]
@@ -20,7 +21,7 @@ def options(group: str) -> list[str]:
 
 
 def _compose(overrides: list[str]):
-    register_cell_schema()
+    register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -43,6 +44,9 @@ def test_every_group_option_composes(group, option):
     ],
 )
 def test_checkpoint_options_compose(option):
+    from hydra.core.config_store import ConfigStore
+
+    register_options(ConfigStore.instance(), [option])  # the CLI registers the names it is given
     cfg = _compose([f"checkpoint={option}"])
     assert f"{cfg.checkpoint.family}/{cfg.checkpoint.revision}" == option
 
@@ -64,7 +68,7 @@ def test_typo_and_wrong_type_fail_at_compose():
 
 def test_broken_yaml_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1, 2\nb: 3\n")
-    with pytest.raises(SystemExit, match=r"broken YAML at .*bad.yaml:\d+"):
+    with pytest.raises(CommandLineError, match=r"broken YAML at .*bad.yaml:\d+"):
         precheck_yaml(tmp_path)
 
 
@@ -72,10 +76,10 @@ def test_broken_yaml_is_one_line(tmp_path):
     ("args", "message"),
     [
         (["checkpoint=pythia-70m/step1001"], "did you mean pythia-70m/step1000"),
-        (["lr=-1e-4"], "lr must be > 0"),
-        (["lr=0"], "lr must be > 0"),
+        (["lr=-1e-4"], "lr=-0.0001 must be in (0, 1]"),
+        (["lr=0"], "lr=0.0 must be in (0, 1]"),
         (["sft_data=sst3"], "sst2"),
-        (["sft_data=jsonl", "sft_data.path=/nonexistent/data.jsonl"], "does not exist"),
+        (["sft_data=jsonl", "sft_data.path=/nonexistent/data.jsonl"], "not found"),
         (["hydra.run.dir=/proc/forbidden"], "not writable"),
     ],
 )

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from overtraining.checkpoints import CheckpointConfig, resolve
-from overtraining.models import ModelConfig
-from overtraining.pretrain import PretrainConfig, train_trajectory
+from overtraining.checkpoints import resolve
+from overtraining.config import CheckpointConfig, ModelConfig, PretrainConfig
+from overtraining.pretrain import train_trajectory
 
 
 def tiny_recipe(cache, out, **kw) -> PretrainConfig:
@@ -63,9 +63,9 @@ def test_other_recipe_in_same_dir_is_refused(corpus_cache, tmp_path):
 
 
 def test_bad_recipe_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match=r"pretrain.lr=0.0 must be > 0"):
         train_trajectory(tiny_recipe(tmp_path, tmp_path / "t", lr=0.0))
-    with pytest.raises(FileNotFoundError, match="set corpus.path"):
+    with pytest.raises(FileNotFoundError, match="pretrain.corpus.path"):
         cfg = tiny_recipe(tmp_path, tmp_path / "t")
         cfg.corpus.source, cfg.corpus.path = "local", str(tmp_path / "missing.txt")
         train_trajectory(cfg)

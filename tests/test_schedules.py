@@ -1,6 +1,7 @@
 import pytest
 
-from overtraining.training.schedules import SCHEDULES, LRScheduleConfig, lr_at
+from overtraining.config import SCHEDULES, LRScheduleConfig
+from overtraining.training.schedules import lr_at
 
 
 def test_constant_with_warmup():

@@ -26,7 +26,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLITS = ("train", "id_heldout", "ood_prose", "ood_tests")
+from overtraining.config import SPLITS
+
 _DOC_SEP = "\n\n"
 
 

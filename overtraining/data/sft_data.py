@@ -33,53 +33,20 @@ means the same thing as on the embedded task.
 from __future__ import annotations
 
 import ast
-import difflib
-import json
 import logging
 import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from overtraining.config import SFTDataConfig
 from overtraining.data import math_task
 from overtraining.data.chat import IGNORE_INDEX, encode_chat, pack
+from overtraining.data.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
-SFT_DATASETS = ("embedded_math", "jsonl", "anthropic_hh", "tulu3", "tinygsm", "siqa", "sst2", "gsm8k")
-
-
-@dataclass
-class SFTDataConfig:
-    """Which SFT data set, how much of it, and how it is encoded.
-
-    Attributes:
-        name: one of ``SFT_DATASETS``.
-        path: the JSONL file (``name=jsonl`` only).
-        max_length: tokens per example (truncated); also the packed row length.
-        packing: pack training examples into ``max_length`` rows (see ``chat.pack``).
-        num_train: training examples (0 = all the source has).
-        num_heldout: held-out examples (SFT loss and ID score), at least 1.
-        seed: sampling and generation seed.
-    """
-
-    name: str = "embedded_math"
-    path: str = ""
-    max_length: int = 512
-    packing: bool = False
-    num_train: int = 2000
-    num_heldout: int = 200
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.name not in SFT_DATASETS:
-            close = difflib.get_close_matches(self.name, SFT_DATASETS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown sft_data.name {self.name!r}{hint}: use one of {', '.join(SFT_DATASETS)}")
-        if self.num_heldout < 1:
-            raise ValueError(f"sft_data.num_heldout must be >= 1, got {self.num_heldout}")
 
 
 @dataclass
@@ -183,26 +150,6 @@ def _two_splits(path: str, train: str, test: str, convert: Callable, cfg: SFTDat
 def _one_split(path: str, convert: Callable, cfg: SFTDataConfig, **kw: object) -> tuple:
     n = cfg.num_train + cfg.num_heldout if cfg.num_train > 0 else 0
     return _split([r for r in map(convert, _hub(path, "train", n, cfg.seed, **kw)) if r], cfg)
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """Reads and checks a local SFT JSONL file (format in the module docstring)."""
-    file = Path(path).expanduser()
-    if not path or not file.is_file():
-        raise FileNotFoundError(f"SFT JSONL file {path!r} not found: pass sft_data.path=/abs/path/train.jsonl")
-    rows = []
-    for i, line in enumerate(file.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{file}:{i}: not JSON ({err.msg})") from None
-            turns = row.get("messages") if isinstance(row, dict) else None
-            if not turns or any(not {"role", "content"} <= set(t) for t in turns) or turns[-1]["role"] != "assistant":
-                expected = "{'messages': [{'role': ..., 'content': ...}, ...]} ending with an assistant turn"
-                raise ValueError(f"{file}:{i}: expected {expected}")
-            rows.append(row)
-    return rows
 
 
 def _raw_splits(cfg: SFTDataConfig) -> tuple[list[dict], list[dict]]:

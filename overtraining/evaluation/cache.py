@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from overtraining.files import atomic_write_text
+
 # Bump when the evaluation code changes what a metric means (tasks, windows, metrics).
 EVAL_CODE_VERSION = "eval-v2"  # v2: format probe adds probe/docstring_prob[_raw]
 
@@ -110,9 +112,7 @@ class BaseEvalCache:
         """Writes an entry atomically (temp file + ``os.replace``) and returns its path."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "metrics": metrics}, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"key": key, "metrics": metrics}, indent=1, sort_keys=True))
         return path
 
     def get_or_compute(self, key: dict, compute: Callable[[], dict]) -> tuple[dict, bool]:

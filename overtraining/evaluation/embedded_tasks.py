@@ -43,8 +43,8 @@ from pathlib import Path
 import yaml
 
 from overtraining.data.corpus import Corpus
+from overtraining.files import atomic_write_text
 
-EMBEDDED_TASKS = ("embedded_prose_cloze", "embedded_code_mc", "embedded_prose_ppl")
 TASKS_VERSION = 1
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 N_DOCS = {"embedded_prose_cloze": 200, "embedded_code_mc": 200, "embedded_prose_ppl": 100}
@@ -180,10 +180,7 @@ def _source_sha(corpus: Corpus, split: str) -> str:
 
 def _write_jsonl(path: Path, docs: list[dict]) -> None:
     """Writes a JSONL file atomically (tmp file + os.replace), so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
 
 
 def task_data(task: str, corpus: Corpus, cache_dir: str | os.PathLike) -> Path | None:

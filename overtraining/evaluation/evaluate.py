@@ -24,8 +24,8 @@ import os
 import time
 from collections.abc import Iterator
 
+from overtraining.config import EvalConfig
 from overtraining.data.corpus import Corpus
-from overtraining.evaluation.config import EvalConfig
 from overtraining.evaluation.format_probe import format_probe
 from overtraining.evaluation.harness import run_lm_eval
 from overtraining.evaluation.id_metrics import ScoreFn, id_metrics

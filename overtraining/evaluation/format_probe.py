@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from overtraining.evaluation.config import EvalConfig
+from overtraining.config import EvalConfig
 from overtraining.evaluation.id_metrics import chat_prompt, greedy_generate
 from overtraining.evaluation.perplexity import model_device, scoring_mode
 
@@ -86,7 +86,7 @@ def docstring_rate(generate: Callable[[list[str]], list[str]], prompts: list[str
 
 
 @torch.no_grad()
-def continuation_logprobs(model, tokenizer, context: str, continuations: Sequence[str]) -> list[float]:  # noqa: ANN001
+def continuation_logprobs(model, tokenizer, context: str, continuations: Sequence[str]) -> list[float]:
     """log p(continuation | context) for each continuation, in nats (one forward pass each)."""
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
     out = []
@@ -99,7 +99,7 @@ def continuation_logprobs(model, tokenizer, context: str, continuations: Sequenc
     return out
 
 
-def opening_probability(model, tokenizer, contexts: Sequence[str]) -> float:  # noqa: ANN001
+def opening_probability(model, tokenizer, contexts: Sequence[str]) -> float:
     """Mean over contexts of P(the next text is one of ``OPENINGS``) (nan without contexts)."""
     probs = [sum(math.exp(lp) for lp in continuation_logprobs(model, tokenizer, c, OPENINGS)) for c in contexts]
     return sum(probs) / len(probs) if probs else float("nan")

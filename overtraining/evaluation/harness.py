@@ -36,9 +36,9 @@ import logging
 import os
 from collections.abc import Iterator
 
+from overtraining.config import EMBEDDED_TASKS, EvalConfig, check_choice
 from overtraining.data.corpus import build_embedded_corpus
-from overtraining.evaluation.config import EvalConfig, check_name
-from overtraining.evaluation.embedded_tasks import EMBEDDED_TASKS, task_configs
+from overtraining.evaluation.embedded_tasks import task_configs
 from overtraining.evaluation.perplexity import scoring_mode
 
 _QUIET_LOGGERS = ("lm_eval", "datasets", "fsspec", "filelock", "urllib3")
@@ -90,7 +90,7 @@ def _load_tasks(specs: list, needs_registry: bool) -> dict:
     """Builds lm-eval's task dict; unknown registry names fail in one line with a suggestion."""
     manager = _task_manager(needs_registry)
     for name in (s for s in specs if isinstance(s, str)):
-        check_name("lm-eval task", name, manager.all_tasks)
+        check_choice("lm-eval task", name, manager.all_tasks)
     task_dict = manager.load(specs)
     for task in task_dict["tasks"].values():
         if task.get_config("num_fewshot") is None:  # what simple_evaluate does: zero-shot

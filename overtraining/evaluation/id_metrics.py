@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
 
-from overtraining.evaluation.config import EvalConfig
+from overtraining.config import EvalConfig
 from overtraining.evaluation.perplexity import model_device, scoring_mode
 
 ScoreFn = Callable[[str, dict], bool]

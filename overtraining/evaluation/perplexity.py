@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from overtraining.files import atomic_write_text
+
 # Characters kept before tokenizing: no tokenizer averages more than 16 characters per
 # token, so max_tokens * 16 characters always yield max_tokens tokens, fast.
 _CHARS_PER_TOKEN_BOUND = 16
@@ -123,8 +125,5 @@ def hub_text(name: str, cache_dir: str | os.PathLike | None = None, max_docs: in
     texts = [row["text"] for row in (itertools.islice(rows, max_docs) if streaming else rows)]
     text = "\n\n".join(texts)  # as in the transformers perplexity guide
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return text

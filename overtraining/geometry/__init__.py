@@ -8,9 +8,10 @@ model it is given. The pipeline calls the two entry points of ``config``::
     metrics = measure_checkpoint(model, batches, GeometryConfig(estimators=["kl"]))
 """
 
-from overtraining.geometry.config import ESTIMATORS, GeometryConfig, measure_checkpoint, measure_pair
+from overtraining.config import ESTIMATORS, GeometryConfig
 from overtraining.geometry.drift import drift_by_layer, linear_cka, mean_principal_angle
 from overtraining.geometry.landscape import interpolation_losses, random_slice
+from overtraining.geometry.measure import measure_checkpoint, measure_pair
 from overtraining.geometry.perturbation import evaluate_loss, perturbation_sensitivity
 from overtraining.geometry.sharpness import (
     hessian_top_eigenvalue,

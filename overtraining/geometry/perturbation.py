@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-PERTURB_MODES = ("std", "norm")
+from overtraining.config import PERTURB_MODES
+
 Batch = dict[str, Tensor]
 
 
@@ -165,19 +166,26 @@ class PerturbationResult:
         base_loss: unperturbed loss (nats).
         gammas: noise magnitudes, in the order given.
         losses: ``losses[g][s]`` is the loss at ``gammas[g]`` with seed index ``s``.
+        unit_noise_norm: sqrt(sum_i s_i^2 n_i), the expected norm of the noise at gamma = 1
+            (n_i elements of tensor i; exact in expectation of the squared norm).
+        param_norm: ||theta||, over unique parameters.
     """
 
     base_loss: float
     gammas: tuple[float, ...]
     losses: tuple[tuple[float, ...], ...]
+    unit_noise_norm: float = float("nan")
+    param_norm: float = float("nan")
 
     def summary(self) -> dict[float, dict[str, float]]:
         """Mean and sample std (ddof=1; 0 for one seed) over seeds, per gamma.
 
         Returns:
             ``{gamma: {"loss_mean", "loss_std", "delta_loss_mean", "delta_loss_std",
-            "ppl_mean", "ppl_std", "delta_ppl_mean", "delta_ppl_std"}}``; perplexity is
-            exp(loss) per seed, delta is against the unperturbed model.
+            "ppl_mean", "ppl_std", "delta_ppl_mean", "delta_ppl_std", "noise_norm",
+            "noise_rel_norm"}}``; perplexity is exp(loss) per seed, delta is against the
+            unperturbed model, ``noise_norm`` = gamma * ``unit_noise_norm`` and
+            ``noise_rel_norm`` = noise_norm / ||theta||.
         """
         base_ppl = math.exp(self.base_loss)
         out = {}
@@ -190,6 +198,8 @@ class PerturbationResult:
             for name, x in columns.items():
                 out[gamma][f"{name}_mean"] = float(x.mean())
                 out[gamma][f"{name}_std"] = float(x.std(ddof=1)) if x.size > 1 else 0.0
+            out[gamma]["noise_norm"] = gamma * self.unit_noise_norm
+            out[gamma]["noise_rel_norm"] = gamma * self.unit_noise_norm / self.param_norm
         return out
 
 
@@ -233,4 +243,6 @@ def perturbation_sensitivity(
                 add_gaussian_noise_(params, [gamma * u for u in unit_scales], derived_seed(seed, s))
                 losses[g][s] = evaluate_loss(model, batches)
                 restore_(params, snapshot)
-    return PerturbationResult(base_loss, tuple(gammas), tuple(tuple(row) for row in losses))
+    unit_norm = math.sqrt(sum(u * u * p.numel() for u, p in zip(unit_scales, params, strict=True)))
+    param_norm = math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in params))
+    return PerturbationResult(base_loss, tuple(gammas), tuple(tuple(row) for row in losses), unit_norm, param_norm)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from overtraining.config import LoggerConfig
 from overtraining.report.build import ReportError, build_report
 from overtraining.report.inflection import N_BOOT
-from overtraining.tracking import LoggerConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from overtraining.config import LoggerConfig
 from overtraining.report import figures as F
 from overtraining.report.effects import effect_sentences
 from overtraining.report.html import Figure, write_html
@@ -20,7 +21,7 @@ from overtraining.report.inflection import N_BOOT, optima_sentences
 from overtraining.report.labels import ID_PREFERENCE, OOD_PREFERENCE, lower_is_better, metric_label, pick_metric
 from overtraining.report.table import curve_frame, records_to_frame, usable, write_table
 from overtraining.results import RECORD_NAME, CellRecord, load_records
-from overtraining.tracking import LoggerConfig, upload_report
+from overtraining.tracking import upload_report
 
 
 class ReportError(Exception):

@@ -40,7 +40,7 @@ def _best(metric: str) -> str:
     return "min" if lower_is_better(metric) else "max"
 
 
-def _per_lr_vs_tokens(df: pd.DataFrame, col: str, ax, best: str | None = None) -> None:  # noqa: ANN001
+def _per_lr_vs_tokens(df: pd.DataFrame, col: str, ax, best: str | None = None) -> None:
     """One line per (LR, branch) of ``col`` against tokens; colour = LR, style = branch."""
     colors, styles = style.lr_colors(df["lr"]), style.branch_styles(df["branch"])
     multi = len(styles) > 1

@@ -42,8 +42,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from overtraining import runtime
+from overtraining.config import DS_PRESETS
+
 DS_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
-DS_PRESETS = ("zero0", "zero2", "zero3")
 STATE_FILE = "sft_state.pt"
 # Top-level sections DeepSpeed reads that its runtime.constants module does not name.
 _DS_SECTIONS = (
@@ -116,7 +118,7 @@ def init_distributed() -> DistInfo:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    return runtime.rank()
 
 
 def world_size() -> int:
@@ -125,7 +127,7 @@ def world_size() -> int:
 
 def is_rank0() -> bool:
     """Whether this process writes files, logs and progress bars."""
-    return rank() == 0
+    return runtime.is_rank0()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

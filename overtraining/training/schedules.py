@@ -9,37 +9,11 @@ without training (used by tests, cooldown branches and the report).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from transformers import get_scheduler
 
-SCHEDULES = ("constant", "cosine", "linear", "wsd")
-
-
-@dataclass
-class LRScheduleConfig:
-    """One learning-rate schedule.
-
-    Attributes:
-        name: constant | cosine | linear | wsd.
-        warmup_ratio: fraction of the steps spent in linear warmup from 0.
-        warmup_steps: warmup length in steps; overrides ``warmup_ratio`` when > 0.
-        decay_ratio: wsd only: fraction of the steps in the final decay.
-        min_lr_ratio: floor of the decay as a fraction of the peak LR (cosine, wsd).
-        decay_type: wsd only: shape of the decay, cosine | linear | 1-sqrt.
-    """
-
-    name: str = "constant"
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0
-    decay_ratio: float = 0.2
-    min_lr_ratio: float = 0.0
-    decay_type: str = "linear"
-
-    def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.name!r}: use one of {', '.join(SCHEDULES)}")
+from overtraining.config import LRScheduleConfig
 
 
 def _warmup(cfg: LRScheduleConfig, total_steps: int) -> int:

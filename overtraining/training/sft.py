@@ -41,12 +41,10 @@ CPU (deterministic); on CUDA the weights stay fp32 and the forward runs under bf
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -57,94 +55,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from overtraining import runtime
+from overtraining.config import LRScheduleConfig, TrainerConfig
 from overtraining.data.chat import IGNORE_INDEX, collate
 from overtraining.data.sft_data import SFTData
 from overtraining.training import distributed
-from overtraining.training.schedules import LRScheduleConfig, build_scheduler
+from overtraining.training.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
-METHODS = ("full", "lora")
-# Linear layers of GPT-NeoX (Pythia) and of Llama/OLMo; peft adapts those that exist.
-LORA_TARGETS = [
-    "query_key_value",
-    "dense",
-    "dense_h_to_4h",
-    "dense_4h_to_h",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-]
-
-
-@dataclass
-class TrainerConfig:
-    """How to fine-tune (``trainer`` group); the LR and its schedule are separate axes.
-
-    Attributes:
-        method: full | lora.
-        lora_r, lora_alpha, lora_dropout, lora_targets: the LoRA adapters (``method=lora``).
-        merge_lora: return the base model with the adapters merged into its weights (this
-            changes the base tensors in place); by default the ``PeftModel`` is returned and
-            the base weights stay bit-identical.
-        max_steps: optimizer steps (ignored when ``epochs > 0``).
-        epochs: passes over the training examples; overrides ``max_steps`` when > 0.
-        batch_size: examples (or packed rows) per micro-batch per process.
-        grad_accum: micro-batches per optimizer step.
-        weight_decay: AdamW decay of matrices (biases and norms are not decayed).
-        max_grad_norm: clip the global gradient norm (0 = off).
-        target_loss: stop when the smoothed training loss first reaches it (None = off).
-        loss_smoothing: EMA coefficient of the smoothed loss.
-        probe_every: held-out SFT loss + the probe every N steps, and at the end (0 = end only).
-        checkpoint_every: resumable state every N steps and at the end (0 = never).
-        divergence_factor: loss above this x the first loss counts as divergence.
-        deepspeed: "" (plain PyTorch) | zero0 | zero2 | zero3 | a path to a DeepSpeed JSON.
-        keep_model: the cell saves the fine-tuned model (or the LoRA adapters) to its run dir;
-            ``finetune`` itself does not read it.
-        seed: data order, LoRA init, dropout.
-        device: auto (cuda:LOCAL_RANK if available, else cpu) | cpu | cuda | cuda:N.
-    """
-
-    method: str = "full"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    merge_lora: bool = False
-    max_steps: int = 200
-    epochs: float = 0
-    batch_size: int = 8
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    target_loss: float | None = None
-    loss_smoothing: float = 0.9
-    probe_every: int = 25
-    checkpoint_every: int = 50
-    divergence_factor: float = 10.0
-    deepspeed: str = ""
-    keep_model: bool = False
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        _check_choice("trainer.method", self.method, METHODS)
-        if self.deepspeed and not self.deepspeed.endswith(".json"):
-            _check_choice("trainer.deepspeed", self.deepspeed, ("",) + distributed.DS_PRESETS)
-        if self.method == "lora" and self.deepspeed == "zero3":
-            raise ValueError("LoRA with ZeRO-3 is not supported: use trainer.deepspeed=zero2")
-        if min(self.batch_size, self.grad_accum) < 1 or not 0 <= self.loss_smoothing < 1:
-            raise ValueError("trainer.batch_size and grad_accum must be >= 1 and loss_smoothing in [0, 1)")
-
-
-def _check_choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        close = difflib.get_close_matches(value, options, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown {key} {value!r}{hint}: use one of {', '.join(map(repr, options))}")
 
 
 @dataclass
@@ -256,30 +174,50 @@ def micro_batch_indices(step: int, micro: int, cfg: TrainerConfig, n: int, world
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The trainer's device (``runtime.device``)."""
+    return runtime.device(name)
 
 
-def wrap_lora(model: torch.nn.Module, cfg: TrainerConfig) -> torch.nn.Module:
-    """Freezes the model and adds LoRA adapters on the ``lora_targets`` linear layers present."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model: torch.nn.Module, cfg: TrainerConfig):  # -> peft.LoraConfig
+    """The LoRA config of ``cfg`` for ``model``; raises before any work if it cannot apply.
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.lora_targets if t in names]
-    if not targets:
-        raise ValueError(f"no module named like trainer.lora_targets={cfg.lora_targets} in the model")
-    lora = LoraConfig(
+    ``lora_targets=[all-linear]`` (the default) is peft's "every linear (and GPT-2 Conv1D)
+    layer but the output head", so any architecture works unchanged; explicit names must
+    match module names of the model.
+
+    Raises:
+        ValueError: one line naming ``trainer.lora_targets`` and the modules the model has.
+    """
+    from peft import LoraConfig
+
+    if list(cfg.lora_targets) == ["all-linear"]:
+        targets: str | list[str] = "all-linear"
+    else:
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        targets = [t for t in cfg.lora_targets if t in names]
+        if not targets:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise ValueError(
+                f"trainer.lora_targets={list(cfg.lora_targets)} names no module of this model "
+                f"(its linear layers: {', '.join(linear[:12])}): pass trainer.lora_targets=[all-linear]"
+            )
+    return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, cfg: TrainerConfig, device: torch.device):  # noqa: ANN201
+def wrap_lora(model: torch.nn.Module, cfg: TrainerConfig) -> torch.nn.Module:
+    """Freezes the model and adds LoRA adapters (``lora_config``)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, cfg))
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, cfg: TrainerConfig, device: torch.device):
     """AdamW over the trainable parameters; matrices decayed, vectors not; fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -296,7 +234,7 @@ def _build_stepper(
     cfg: TrainerConfig,
     total_steps: int,
     device: torch.device,
-):  # noqa: ANN202
+):
     """Plain PyTorch, or DeepSpeed when ``cfg.deepspeed`` names a config."""
     if not cfg.deepspeed:
         if distributed.world_size() > 1:
@@ -402,8 +340,11 @@ def _resume(ctx: _Context) -> _Progress | None:
     if state is None:
         return None
     if state["meta"] != ctx.meta:
-        diff = {k: (state["meta"].get(k), v) for k, v in ctx.meta.items() if state["meta"].get(k) != v}
-        raise ValueError(f"{ctx.work_dir} holds the SFT state of another run {diff}: delete it or use another dir")
+        keys = sorted(k for k in ctx.meta.keys() | state["meta"].keys() if state["meta"].get(k) != ctx.meta.get(k))
+        raise ValueError(
+            f"{ctx.work_dir} holds the SFT state of another run (its {', '.join(keys)} differ): "
+            "delete that dir or use another run dir"
+        )
     log.info("resumed from step %d", state["progress"]["step"])
     return _Progress(**state["progress"])
 
@@ -444,7 +385,7 @@ def _train_step(ctx: _Context, progress: _Progress, world: int, rank: int) -> di
 
 def finetune(
     model: torch.nn.Module,
-    tokenizer,  # noqa: ANN001
+    tokenizer,
     data: SFTData,
     lr: float,
     schedule: LRScheduleConfig,
@@ -452,6 +393,7 @@ def finetune(
     work_dir: Path,
     probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     on_step: Callable[[dict], None] | None = None,
+    identity: dict | None = None,
 ) -> SFTOutcome:
     """Fine-tunes ``model`` in place on ``data.train``, resuming from ``work_dir`` if it holds a state.
 
@@ -468,6 +410,9 @@ def finetune(
             at the end (not after divergence), in eval mode, on full parameters.
         on_step: called on rank 0 after every step with its history record, merged with the
             probe record on probe steps.
+        identity: what a resume state must match besides the run's shape (e.g. the hash of
+            the starting weights, of the data, the seed); a state written for another
+            identity is refused.
 
     Returns:
         The outcome; its model is in eval mode (a ``PeftModel`` under LoRA unless
@@ -489,6 +434,8 @@ def finetune(
         "world_size": world,
         "batch": [cfg.batch_size, cfg.grad_accum],
         "num_train": len(data.train),
+        "seed": cfg.seed,
+        **(identity or {}),
     }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe, supports_sparse_logits(model))

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from overtraining.config import ModelConfig
 from overtraining.data.corpus import build_embedded_corpus
 from overtraining.data.tokenizer import byte_tokenizer
-from overtraining.models import ModelConfig, build_tiny_model
+from overtraining.models import build_tiny_model
 
 TINY = ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_seq_len=512)
 

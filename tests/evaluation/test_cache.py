@@ -3,8 +3,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
+from overtraining.config import EvalConfig
 from overtraining.evaluation.cache import BaseEvalCache, make_key
-from overtraining.evaluation.config import EvalConfig
 
 CKPT = {"name": "embedded/tokens_1M", "source": "/runs/traj/tokens_1M", "revision": None, "tokens": 1_000_000}
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overtraining.evaluation.config import EvalConfig, check_name
+from overtraining.config import EvalConfig, check_choice
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "eval"
 
@@ -35,7 +35,7 @@ def test_bad_batch_size_and_limit_fail():
         EvalConfig(batch_size="eight")
     with pytest.raises(ValueError, match="limit"):
         EvalConfig(limit=0)
-    check_name("x", "a", ("a", "b"))
+    check_choice("x", "a", ("a", "b"))
 
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)

@@ -1,6 +1,7 @@
 import json
 
-from overtraining.evaluation.embedded_tasks import EMBEDDED_TASKS, N_DOCS, task_configs, task_data
+from overtraining.config import EMBEDDED_TASKS
+from overtraining.evaluation.embedded_tasks import N_DOCS, task_configs, task_data
 
 
 def test_task_data_are_deterministic_and_well_formed(corpus, cache_dir, tmp_path):

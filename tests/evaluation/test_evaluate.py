@@ -1,6 +1,6 @@
 import math
 
-from overtraining.evaluation.config import EvalConfig
+from overtraining.config import EvalConfig
 from overtraining.evaluation.evaluate import evaluate_model
 from overtraining.evaluation.forgetting import forgetting
 

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from overtraining.config import EvalConfig
 from overtraining.data.tokenizer import byte_tokenizer
-from overtraining.evaluation.config import EvalConfig
 from overtraining.evaluation.format_probe import (
     RAW_PROMPTS,
     continuation_logprobs,

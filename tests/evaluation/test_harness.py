@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from overtraining.evaluation.config import EvalConfig
+from overtraining.config import EvalConfig
 from overtraining.evaluation.harness import flatten_results, run_lm_eval
 
 
@@ -41,7 +41,7 @@ def test_flatten_keeps_metrics_and_drops_the_rest():
 
 def test_standard_task_names_are_in_lm_evals_registry_and_a_typo_is_named(tiny_model, tokenizer, cache_dir):
     """Indexes lm-eval's built-in tasks (~7 s, no download): the standard suite's names exist."""
-    from overtraining.evaluation.config import STANDARD_TASKS
+    from overtraining.config import STANDARD_TASKS
     from overtraining.evaluation.harness import _task_manager
 
     assert set(STANDARD_TASKS) <= set(_task_manager(True).all_tasks)

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
+from overtraining.config import EvalConfig
 from overtraining.data.tokenizer import VOCAB_SIZE
-from overtraining.evaluation.config import EvalConfig
 from overtraining.evaluation.id_metrics import chat_prompt, greedy_generate, heldout_loss, id_metrics
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from overtraining.config import CONF_DIR
+from overtraining.cli import CONF_DIR
 from overtraining.report import build_report
 from overtraining.results import load_records
 from tests.launch.conftest import TINY_PRETRAIN, run_cell

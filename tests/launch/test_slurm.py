@@ -64,7 +64,7 @@ def _squeue(name: str) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]
 
 
-def _wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
+def _wait_for(predicate, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()

@@ -63,7 +63,7 @@ def wandb_records(run_file: Path) -> Iterator[tuple[str, object]]:
             yield record.WhichOneof("record_type"), record
 
 
-def _items(items) -> dict:  # noqa: ANN001 - repeated protobuf items
+def _items(items) -> dict:  # repeated protobuf items
     """Protobuf key/value items as a dict; media arrive as ``nested_key`` paths (key, field)."""
     out: dict = {}
     for i in items:

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from overtraining.config import ModelConfig
 from overtraining.data.chat import IGNORE_INDEX, collate, encode_chat, encode_prompt, pack
 from overtraining.data.tokenizer import EOS, FALLBACK_CHAT_TEMPLATE, byte_tokenizer
-from overtraining.models import ModelConfig, build_tiny_model
+from overtraining.models import build_tiny_model
 
 CHAT = [
     {"role": "system", "content": "be brief"},

@@ -7,8 +7,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from overtraining.data.sft_data import SFT_DATASETS, SFTDataConfig
-from overtraining.training.sft import TrainerConfig
+from overtraining.config import SFT_DATASETS, SFTDataConfig, TrainerConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OPTIONS = [(p, TrainerConfig) for p in sorted((CONF / "trainer").glob("*.yaml"))]

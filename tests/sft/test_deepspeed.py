@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from overtraining.data.sft_data import SFTDataConfig, load_sft_data
+from overtraining.config import LRScheduleConfig, ModelConfig, SFTDataConfig, TrainerConfig
+from overtraining.data.sft_data import load_sft_data
 from overtraining.data.tokenizer import byte_tokenizer
-from overtraining.models import ModelConfig, build_tiny_model
+from overtraining.models import build_tiny_model
 from overtraining.training import distributed
-from overtraining.training.schedules import LRScheduleConfig
-from overtraining.training.sft import TrainerConfig, finetune
+from overtraining.training.sft import finetune
 
 pytest.importorskip("deepspeed")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.distributed renames under gloo

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
+from overtraining.config import LRScheduleConfig, ModelConfig, SFTDataConfig
 from overtraining.data.chat import collate
-from overtraining.data.sft_data import SFTDataConfig, load_sft_data
+from overtraining.data.sft_data import load_sft_data
 from overtraining.data.tokenizer import byte_tokenizer
-from overtraining.models import ModelConfig, build_tiny_model
-from overtraining.training.schedules import LRScheduleConfig
+from overtraining.models import build_tiny_model
 from overtraining.training.sft import (
     TrainerConfig,
     finetune,

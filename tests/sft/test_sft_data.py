@@ -5,9 +5,10 @@ import json
 import datasets
 import pytest
 
+from overtraining.config import SFTDataConfig
 from overtraining.data import sft_data
 from overtraining.data.chat import IGNORE_INDEX
-from overtraining.data.sft_data import SFTDataConfig, load_sft_data, score_fn
+from overtraining.data.sft_data import load_sft_data, score_fn
 from overtraining.data.tokenizer import byte_tokenizer
 
 
@@ -30,7 +31,7 @@ def test_packing_keeps_every_trained_token():
     plain = load_sft_data(SFTDataConfig(num_train=40, num_heldout=5, max_length=512), tok)
     packed = load_sft_data(SFTDataConfig(num_train=40, num_heldout=5, max_length=512, packing=True), tok)
     assert len(packed.train) < len(plain.train)
-    count = lambda exs: sum(t != IGNORE_INDEX for ex in exs for t in ex["labels"])  # noqa: E731
+    count = lambda exs: sum(t != IGNORE_INDEX for ex in exs for t in ex["labels"])
     assert count(packed.train) == count(plain.train)
 
 

@@ -12,98 +12,28 @@ the caller how to build the fixed batches; the estimators use every batch they a
   flat metric names (``perturb/gamma=0.1/delta_loss_mean``, ``sharpness/kl``, ...).
 - ``measure_pair(base, finetuned, batches, cfg)``: drift per layer and the loss along the
   line base -> fine-tuned (and an optional 2D slice around the base).
+- ``geometry_batches(tokenizer, text, cfg)``: the fixed batches, built from ``cfg``.
+- ``update_size(base_state, finetuned)``: ||theta_ft - theta_base||, global and per layer.
+
+Every estimator runs in fp32: a bf16 model is measured on an fp32 copy (the KL proxy's
+sigma = 1e-5 would round away in bf16).
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import copy
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
+from overtraining.config import GeometryConfig
 from overtraining.geometry.drift import drift_by_layer
 from overtraining.geometry.landscape import interpolation_losses, random_slice
-from overtraining.geometry.perturbation import PERTURB_MODES, Batch, perturbation_sensitivity
+from overtraining.geometry.perturbation import Batch, perturbation_sensitivity
 from overtraining.geometry.sharpness import hutchinson_trace, kl_sharpness, lanczos_top_eigenvalue, model_hvp
-
-ESTIMATORS = ("perturbation", "kl", "hessian_top", "hessian_trace")
-
-
-def check_choice(value: str, choices: Sequence[str], what: str) -> None:
-    """Raise a ValueError naming the closest valid choice if ``value`` is not one of ``choices``."""
-    if value in choices:
-        return
-    close = difflib.get_close_matches(value, choices, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown {what} {value!r}; choose from {list(choices)}.{hint}")
-
-
-@dataclass
-class GeometryConfig:
-    """Geometry probes of a checkpoint (Hydra group ``sharpness``).
-
-    Attributes:
-        estimators: subset of ESTIMATORS run by ``measure_checkpoint``.
-        num_batches: fixed batches the caller builds (from held-out pretraining text).
-        batch_size: sequences per batch.
-        seq_len: tokens per sequence.
-        perturb_gammas: relative Gaussian noise magnitudes.
-        perturb_seeds: noise draws per gamma.
-        perturb_mode: "std" (gamma * std(theta_i)) or "norm" (gamma * ||theta_i|| / sqrt(n)).
-        kl_sigma: absolute noise std of the KL proxy.
-        kl_samples: noise draws per batch for the KL proxy.
-        eig_tol: relative Ritz-residual tolerance of Lanczos.
-        eig_max_iter: most HVPs Lanczos may use.
-        trace_probes: Rademacher probes of Hutchinson's estimator.
-        hvp_cache_graph: keep the first-order graph between HVPs (faster, more memory).
-        drift_layers: hidden-state indices for drift (0 = embeddings, -1 = last).
-        drift_k: PCA subspace dimension of the mean principal angle.
-        landscape_alphas: interpolation coefficients base -> fine-tuned.
-        landscape_2d_points: grid points per axis of a 2D slice around the base (0 = off).
-        landscape_2d_span: the 2D grid spans [-span, span] in filter-normalised units.
-        seed: seed of every noise draw, probe and direction.
-        on_finetuned: ``run.py`` also runs ``measure_checkpoint`` on the fine-tuned model.
-        text: the text the batches come from: an embedded corpus split (ood_prose,
-            id_heldout, ...) or a Hub text (wikitext2, c4; the Pythia-70M reproduction
-            measured perturbation on WikiText-2).
-    """
-
-    estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl"])
-    num_batches: int = 4
-    batch_size: int = 8
-    seq_len: int = 128
-    perturb_gammas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
-    perturb_seeds: int = 3
-    perturb_mode: str = "std"
-    kl_sigma: float = 1e-5
-    kl_samples: int = 10
-    eig_tol: float = 1e-3
-    eig_max_iter: int = 30
-    trace_probes: int = 20
-    hvp_cache_graph: bool = True
-    drift_layers: list[int] = field(default_factory=lambda: [-1])
-    drift_k: int = 16
-    landscape_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    landscape_2d_points: int = 0
-    landscape_2d_span: float = 1.0
-    seed: int = 0
-    on_finetuned: bool = False
-    text: str = "ood_prose"
-
-    def __post_init__(self) -> None:
-        for name in self.estimators:
-            check_choice(name, ESTIMATORS, "geometry estimator")
-        check_choice(self.perturb_mode, PERTURB_MODES, "perturb_mode")
-        positive = {"num_batches": self.num_batches, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                    "perturb_seeds": self.perturb_seeds, "kl_samples": self.kl_samples,
-                    "eig_max_iter": self.eig_max_iter, "drift_k": self.drift_k}  # fmt: skip
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.trace_probes < 2:
-            raise ValueError(f"trace_probes must be >= 2 (for a standard error), got {self.trace_probes}")
 
 
 def _perturbation_metrics(model: nn.Module, batches: Sequence[Batch], cfg: GeometryConfig) -> dict[str, float]:
@@ -145,6 +75,10 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
         ``sharpness/hessian_trace_se`` (only those of the selected estimators).
     """
     metrics: dict[str, float] = {}
+    if not cfg.estimators:
+        return metrics
+    if next(model.parameters()).dtype != torch.float32:
+        model = copy.deepcopy(model).float()
     if "perturbation" in cfg.estimators:
         metrics.update(_perturbation_metrics(model, batches, cfg))
     if "kl" in cfg.estimators:
@@ -189,3 +123,64 @@ def measure_pair(
         metrics["landscape2d/coords"] = coords
         metrics["landscape2d/losses"] = random_slice(base, batches, coords, seed=cfg.seed).tolist()
     return metrics
+
+
+def geometry_batches(tokenizer, text: str, cfg: GeometryConfig) -> list[Batch]:  # tokenizer: a HF tokenizer
+    """``cfg.num_batches`` fixed batches of ``cfg.batch_size`` x ``cfg.seq_len`` tokens from ``text``."""
+    from overtraining.training.lm_data import fixed_batches
+
+    need = cfg.num_batches * cfg.batch_size * cfg.seq_len * 8  # characters; enough for any tokenizer here
+    ids = tokenizer(text[: max(need, 4096)], add_special_tokens=False)["input_ids"]
+    return fixed_batches(np.asarray(ids, dtype=np.int64), cfg.num_batches, cfg.batch_size, cfg.seq_len)
+
+
+_LAYER = re.compile(r"\.(?:layers|h|layer|blocks)\.(\d+)\.")
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter belongs to: ``"3"`` for ``...layers.3.mlp...``, else ``"embed"``/``"head"``/``"other"``."""
+    m = _LAYER.search(f".{name}")
+    if m:
+        return m.group(1)
+    if "embed" in name or ".wte" in name or ".wpe" in name:
+        return "embed"
+    return "head" if "lm_head" in name or "embed_out" in name else "other"
+
+
+@torch.no_grad()
+def update_size(base_state: Mapping[str, torch.Tensor], finetuned: nn.Module) -> dict[str, float]:
+    """Size of the fine-tuning update, globally and per layer (fp32, on the base state's device).
+
+    Args:
+        base_state: the base model's ``state_dict`` (a CPU copy), same names as ``finetuned``'s.
+        finetuned: the fine-tuned model (for LoRA, the merged model).
+
+    Returns:
+        ``update/norm`` = ||theta_ft - theta_base||, ``update/rel_norm`` = that over
+        ||theta_base||, and ``update/layer=<L>/norm``, ``update/layer=<L>/rel_norm`` per layer.
+
+    Raises:
+        ValueError: when the parameter names differ (e.g. an unmerged PeftModel).
+    """
+    ft_state = finetuned.state_dict()
+    if set(ft_state) != set(base_state):
+        diff = sorted(set(ft_state) ^ set(base_state))[:3]
+        raise ValueError(f"update_size: parameter names differ ({diff}); merge LoRA adapters first")
+    sq_diff: dict[str, float] = {}
+    sq_base: dict[str, float] = {}
+    seen: set[int] = set()
+    for name, base in base_state.items():
+        ft = ft_state[name]
+        if not torch.is_floating_point(base) or ft.data_ptr() in seen:  # int buffers; tied tensors once
+            continue
+        seen.add(ft.data_ptr())
+        layer = layer_of(name)
+        b = base.float()
+        sq_diff[layer] = sq_diff.get(layer, 0.0) + float((ft.detach().to(b.device).float() - b).pow(2).sum())
+        sq_base[layer] = sq_base.get(layer, 0.0) + float(b.pow(2).sum())
+    total_diff, total_base = sum(sq_diff.values()), sum(sq_base.values())
+    out = {"update/norm": total_diff**0.5, "update/rel_norm": (total_diff / total_base) ** 0.5}
+    for layer in sq_diff:
+        out[f"update/layer={layer}/norm"] = sq_diff[layer] ** 0.5
+        out[f"update/layer={layer}/rel_norm"] = (sq_diff[layer] / max(sq_base[layer], 1e-30)) ** 0.5
+    return out
