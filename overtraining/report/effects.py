@@ -35,7 +35,6 @@ cell table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +42,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from overtraining.report.figures import GAMMA, SHARPNESS
+from overtraining.report.findings import Finding
 from overtraining.report.inflection import budget_means
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
 from overtraining.report.seeds import Difference, replicas_per_budget, seeds_text, welch
@@ -53,34 +53,6 @@ U_MIN_RISE = 0.02  # single seed: the largest budget must be >= 2% worse than th
 ALPHA = 0.05  # seeds: the level of every test
 CLEAN_LOSS = "base/perturb/base_loss"
 SINGLE = "single seed per budget: untested against seed noise"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One verdict: a row of the findings table and its sentence.
-
-    Attributes:
-        effect: what is judged, e.g. ``U-shape of fine-tuned OOD prose perplexity (LR 1e-3)``.
-        appears: the verdict, e.g. ``yes``, ``no``, ``reversed``, ``yes (single seed, untested)``.
-        numbers: the values behind it (means, test statistic, p-value).
-        interval: the 95% interval of the quantity the verdict rests on, or ``""``.
-        seeds: replicas per budget/condition, e.g. ``2``, ``2-3``, ``1 (single seed)``.
-        sentence: the verdict as one plain sentence.
-    """
-
-    effect: str
-    appears: str
-    numbers: str
-    interval: str
-    seeds: str
-    sentence: str
-
-
-def findings_frame(findings: Sequence[Finding]) -> pd.DataFrame:
-    """The findings table: columns effect | appears? | numbers | interval | seeds (n)."""
-    cols = ["effect", "appears?", "numbers", "interval", "seeds (n)"]
-    rows = [(f.effect, f.appears, f.numbers, f.interval, f.seeds) for f in findings]
-    return pd.DataFrame(rows, columns=cols)
 
 
 @dataclass(frozen=True)
