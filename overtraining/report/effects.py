@@ -45,7 +45,7 @@ from overtraining.report.figures import GAMMA, SHARPNESS
 from overtraining.report.findings import Finding
 from overtraining.report.inflection import budget_means
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
-from overtraining.report.seeds import Difference, replicas_per_budget, seeds_text, welch
+from overtraining.report.seeds import Difference, base_replicas, replicas_per_budget, seeds_text, welch
 
 RHO_MIN = 0.8  # single seed: rank correlation with tokens that counts as a trend
 MIN_BUDGETS = 3  # fewer budgets cannot show a trend or a U
@@ -331,20 +331,6 @@ def u_finding(u: UShape, what: str, base_what: str = "the base model's own metri
     note = "" if u.base_improves else f"; {base_what} was not measured, so whether it still improves is unknown"
     sentence = f"The U-shape of {what} appears: best at {at}, worse again at {last}{rise}{note}."
     return Finding(effect, _appears("yes", t.seeded), numbers, interval, seeds, sentence)
-
-
-def base_replicas(cells: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
-    """A base-model metric's replicas: one value per (checkpoint, seed), identical values counted once.
-
-    Returns:
-        ``(tokens, values)`` arrays, NaN dropped.
-    """
-    if col not in cells.columns:
-        return np.array([]), np.array([])
-    keys = [k for k in ("checkpoint", "tokens", "seed") if k in cells.columns]
-    rows = cells.dropna(subset=[col]).groupby(keys, as_index=False)[col].mean()
-    rows = rows.drop_duplicates(subset=[keys[0], col])
-    return rows["tokens"].to_numpy(float), rows[col].to_numpy(float)
 
 
 def sensitivity_findings(cells: pd.DataFrame) -> list[Finding]:

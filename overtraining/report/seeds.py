@@ -158,6 +158,38 @@ def replicas_per_budget(tokens: np.ndarray, values: np.ndarray) -> dict[float, n
     return {float(b): values[keep & (tokens == b)] for b in np.unique(tokens[keep])}
 
 
+def base_replicas(cells: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """A base-model metric's replicas: one value per (checkpoint, seed), identical values counted once.
+
+    Returns:
+        ``(tokens, values)`` arrays, NaN dropped.
+    """
+    if col not in cells.columns:
+        return np.array([]), np.array([])
+    keys = [k for k in ("checkpoint", "tokens", "seed") if k in cells.columns]
+    rows = cells.dropna(subset=[col]).groupby(keys, as_index=False)[col].mean()
+    rows = rows.drop_duplicates(subset=[keys[0], col])
+    return rows["tokens"].to_numpy(float), rows[col].to_numpy(float)
+
+
+def interval_table(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Mean and 95% t-interval of ``y`` over the rows sharing each ``x`` (the points of one line).
+
+    Returns:
+        Index: sorted distinct ``x``; columns ``mean``, ``lo``, ``hi`` (NaN with one row) and ``n``.
+    """
+    rows = {key: t_interval(g[y].to_numpy(float)) for key, g in df.dropna(subset=[y]).groupby(x, sort=True)}
+    return pd.DataFrame(
+        {
+            "mean": [iv.mean for iv in rows.values()],
+            "lo": [iv.lo for iv in rows.values()],
+            "hi": [iv.hi for iv in rows.values()],
+            "n": [iv.n for iv in rows.values()],
+        },
+        index=pd.Index(list(rows), name=x),
+    )
+
+
 def aggregate(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """One row per replica group: facts, ``n_seeds``, and per column its mean and 95% t-interval.
 

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from overtraining.report.seeds import replica_group
+from overtraining.report.labels import format_lr, format_tokens
+from overtraining.report.seeds import Interval, replica_group, t_interval
 from overtraining.results import CellRecord
 
 FACTS = ("cell_id", "status", "checkpoint", "tokens", "lr", "schedule", "sft_data", "seed")
@@ -156,3 +157,43 @@ def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     df.to_csv(csv, index=False)
     df.to_parquet(parquet, index=False)
     return csv, parquet
+
+
+def update_size_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The size of the fine-tuning update per (branch, LR, budget): mean [95% t-interval] over seeds.
+
+    Returns:
+        Columns ``branch``, ``LR``, ``tokens``, ``n_seeds``, ``relative update size`` and
+        ``update norm`` (``update/rel_norm``, ``update/norm`` as ``mean [lo, hi]`` text);
+        empty when the cells lack ``update/rel_norm`` (records older than the metric).
+    """
+    if df.empty or "update/rel_norm" not in df.columns or df["update/rel_norm"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for (branch, lr, tokens), g in df.dropna(subset=["update/rel_norm"]).groupby(["branch", "lr", "tokens"]):
+        row = {"branch": branch, "LR": format_lr(lr), "tokens": format_tokens(tokens), "n_seeds": g["seed"].nunique()}
+        row["relative update size"] = t_interval(g["update/rel_norm"].to_numpy(float)).text(".3g")
+        if "update/norm" in g.columns:
+            row["update norm"] = t_interval(g["update/norm"].to_numpy(float)).text(".3g")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def groups_display(groups: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The replica-group table for the page: facts, ``n_seeds`` and ``mean [lo, hi]`` text per metric.
+
+    Args:
+        groups: ``overtraining.report.seeds.aggregate`` output.
+        columns: the metrics to show (those absent are skipped).
+    """
+    if groups.empty:
+        return groups
+    keep = [c for c in ("branch", "checkpoint", "tokens", "lr", "n_seeds", "seeds", "target_reached") if c in groups]
+    out = groups[keep].copy()
+    for col in columns:
+        if col in groups.columns and groups[col].notna().any():
+            out[col] = [
+                Interval(m, lo, hi, 0).text()
+                for m, lo, hi in zip(groups[col], groups[f"{col} ci95_lo"], groups[f"{col} ci95_hi"], strict=True)
+            ]
+    return out
