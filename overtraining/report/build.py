@@ -103,6 +103,7 @@ def draw_figures(
     """Draws every figure whose metrics exist; returns them in reading order."""
     probes, landscape = probe_frame(records, sft_loss), curve_frame(records, "landscape")
     xl = x_label(sft_loss, probes["beta"].tolist() if "beta" in probes else ())
+    xl_text = xl.replace("\n", ", ")
     what = metric_label(metric) if metric else ""
     mean_ci = "mean over seeds, error bars: 95% t-interval where there are two or more seeds"
     specs = [
@@ -145,7 +146,7 @@ def draw_figures(
         (
             lambda: F.ood_vs_sft_loss(probes, metric or "", out, xl),
             "OOD metric at equal SFT loss",
-            f"Trajectory probes along SFT: OOD metric against the {xl}, one line per LR (mean over seeds at each "
+            f"Trajectory probes along SFT: OOD metric against the {xl_text}, one line per LR (mean over seeds at each "
             "probe, band: 95% t-interval), one panel per checkpoint. Compare LRs at the same SFT loss. Cells that "
             "did not reach their target loss are left out.",
         ),

@@ -45,11 +45,11 @@ def loss_smoothing(record: CellRecord) -> float:
 
 
 def x_label(x: str, betas: Sequence[float] = (DEFAULT_BETA,)) -> str:
-    """The axis label of the SFT loss used as x: what it is and how it was smoothed."""
+    """The axis label of the SFT loss used as x (two lines): what it is and how it was smoothed."""
     if x == X_HELDOUT:
-        return "held-out SFT loss at the probe (nats/token)"
-    b = ", ".join(f"{v:g}" for v in sorted(set(betas)))
-    return f"SFT training loss, EMA (beta = {b}) of the per-step loss (nats/token)"
+        return "held-out SFT loss (nats/token)\nmeasured at each probe"
+    b = ", ".join(f"{v:g}" for v in sorted(set(betas)) or [DEFAULT_BETA])
+    return f"SFT training loss (nats/token)\nEMA of the per-step loss, beta = {b}"
 
 
 def probe_frame(records: Sequence[CellRecord], x: str = X_TRAIN) -> pd.DataFrame:

@@ -288,7 +288,8 @@ def ood_vs_sft_loss(
             label = f"LR {format_lr(lr)}" + (f" ({n} seeds)" if n > 1 else "")
             style.band(ax, x, stats, marker=".", color=colors[lr], label=label)
         ax.invert_xaxis()  # SFT loss falls as training goes on: time runs left to right
-        ax.set_xlabel(f"{x_label}, falling ->")
+        first, _, rest = x_label.partition("\n")
+        ax.set_xlabel(f"{first}, falling ->" + (f"\n{rest}" if rest else ""))
         ax.set_title(_short(ckpt, probes.loc[probes["checkpoint"] == ckpt, "tokens"].iloc[0]), fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles, strict=True))
