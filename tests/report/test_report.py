@@ -113,3 +113,28 @@ def test_constant_id_accuracy_is_not_used_to_tune_the_lr(tmp_path: Path) -> None
     page = build_report([root], n_boot=10).read_text()
     assert "ID metric: ft/id/loss. Not used: ft/id/accuracy (the same in every cell)." in page
     assert "With the LR tuned per checkpoint for the best ID loss" in page
+
+
+def test_page_opens_with_the_findings_table(report_html: Path) -> None:
+    page = report_html.read_text()
+    table = page.index('class="dataframe findings-table"')
+    assert table < page.index('<ul class="findings">') < page.index("<img")
+    head = page[table : page.index("</thead>", table)]
+    assert [h in head for h in ("effect", "appears?", "numbers", "interval", "seeds (n)")] == [True] * 5
+    findings = pd.read_csv(report_html.parent / "findings.csv").set_index("effect")
+    u = findings.loc["[wsd] U-shape of fine-tuned OOD prose perplexity (LR 1e-3)"]
+    assert (u["appears?"], str(u["seeds (n)"])) == ("yes", "2")
+    assert u["numbers"].startswith("best 2M (30.02) -> 8M (46.02); rise +16, one-sided Welch p < 1e-4")
+    assert "Student&#x27;s t-interval across seeds (scipy.stats.t)" in page
+
+
+def test_groups_hold_the_mean_and_interval_over_seeds(report_html: Path) -> None:
+    groups = pd.read_csv(report_html.parent / "groups.csv")
+    assert len(groups) == 8 * 2 and (groups["n_seeds"] == 2).all()
+    g = groups[(groups["checkpoint"] == "embedded/tokens_2M") & (groups["lr"] == 1e-3)].iloc[0]
+    # ft = 30 + 0.05 * seed: mean 30.025, sem 0.025, half-width t_{0.975,1} * 0.025
+    half = 12.706204736174707 * 0.025
+    assert g["ft/ppl/ood_prose"] == pytest.approx(30.025)
+    assert g["ft/ppl/ood_prose ci95_lo"] == pytest.approx(30.025 - half)
+    assert g["ft/ppl/ood_prose ci95_hi"] == pytest.approx(30.025 + half)
+    assert "Replica groups (16): mean [95% t-interval] over seeds" in report_html.read_text()
