@@ -35,7 +35,7 @@ cell table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -333,8 +333,29 @@ def u_finding(u: UShape, what: str, base_what: str = "the base model's own metri
     return Finding(effect, _appears("yes", t.seeded), numbers, interval, seeds, sentence)
 
 
+def _agreeing_seeds(f: Finding, n_seeds: int) -> Finding:
+    """A base-model finding whose seeds all measured the same values: one distinct value, not one seed."""
+    if n_seeds < 2 or not f.seeds.endswith("(single seed)"):
+        return f
+    return replace(
+        f,
+        appears=f.appears.replace("single seed", "seeds agree"),
+        seeds=f"1 distinct value ({n_seeds} seeds agree)",
+        sentence=f.sentence.replace(SINGLE, f"the {n_seeds} seeds gave identical values: untested against noise"),
+    )
+
+
 def sensitivity_findings(cells: pd.DataFrame) -> list[Finding]:
-    """Progressive sensitivity (and the noise U) per gamma, and sharpening, of one branch's cells."""
+    """Progressive sensitivity (and the noise U) per gamma, and sharpening, of one branch's cells.
+
+    When a checkpoint's seeds all measured the same base values, the verdict says so instead of
+    calling the sweep single-seed.
+    """
+    n_seeds = int(cells.groupby("checkpoint")["seed"].nunique().max()) if "seed" in cells.columns else 1
+    return [_agreeing_seeds(f, n_seeds) for f in _sensitivity_findings(cells)]
+
+
+def _sensitivity_findings(cells: pd.DataFrame) -> list[Finding]:
     out = []
     gammas = sorted((float(m.group(1)), c) for c in cells.columns if (m := GAMMA.match(c)) and cells[c].notna().any())
     for gamma, col in gammas:

@@ -126,6 +126,9 @@ def test_page_opens_with_the_findings_table(report_html: Path) -> None:
     assert (u["appears?"], str(u["seeds (n)"])) == ("yes", "2")
     assert u["numbers"].startswith("best 2M (30.02) -> 8M (46.02); rise +16, one-sided Welch p < 1e-4")
     assert "Student&#x27;s t-interval across seeds (scipy.stats.t)" in page
+    # the synthetic base probes do not depend on the seed: one distinct value, not a single-seed sweep
+    sens = findings.loc["[wsd] Progressive sensitivity (noise gamma = 0.2)"]
+    assert (sens["appears?"], sens["seeds (n)"]) == ("yes (seeds agree, untested)", "1 distinct value (2 seeds agree)")
 
 
 def test_groups_hold_the_mean_and_interval_over_seeds(report_html: Path) -> None:
