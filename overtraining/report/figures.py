@@ -344,6 +344,25 @@ def landscape(curve: pd.DataFrame, out: Path) -> Path | None:
 
 
 UPDATE_NORM = "update/rel_norm"
+NOISE_NORM = re.compile(r"^(?:base/)?perturb/gamma=([^/]+)/noise_norm$")
+
+
+def relative_noise(df: pd.DataFrame) -> dict[float, float]:
+    """The norm of the perturbation noise at each gamma relative to ||theta_base||, averaged over cells.
+
+    ``||theta_base||`` is ``update/norm / update/rel_norm``; the noise norm is
+    ``perturb/gamma=G/noise_norm`` (``base/``-prefixed or not). Empty when either is missing.
+    """
+    if not _has(df, UPDATE_NORM, "update/norm"):
+        return {}
+    base_norm = df["update/norm"] / df[UPDATE_NORM]
+    out = {}
+    for col in df.columns:
+        if (m := NOISE_NORM.match(col)) and df[col].notna().any():
+            value = float((df[col] / base_norm).mean())
+            if np.isfinite(value):
+                out[float(m.group(1))] = value
+    return dict(sorted(out.items()))
 
 
 def forgetting_vs_update(df: pd.DataFrame, metric: str, out: Path) -> Path | None:
@@ -351,7 +370,8 @@ def forgetting_vs_update(df: pd.DataFrame, metric: str, out: Path) -> Path | Non
 
     x: ``update/rel_norm`` = ||theta_ft - theta_base|| / ||theta_base||; y: ``forget/<metric>``;
     colour = pretraining tokens, marker = LR. If forgetting ~ sensitivity x update size, a
-    later checkpoint forgets more for the same update.
+    later checkpoint forgets more for the same update. Dotted lines: the relative size of the
+    perturbation-test noise at each gamma (``relative_noise``), when recorded.
     """
     col = f"forget/{metric}"
     if not _has(df, col, UPDATE_NORM):
@@ -369,7 +389,13 @@ def forgetting_vs_update(df: pd.DataFrame, metric: str, out: Path) -> Path | Non
     for lr, m in markers.items():
         ax.scatter([], [], color="grey", marker=m, label=f"LR {format_lr(lr)}")
     ax.axhline(0.0, color="grey", linewidth=1)
-    if d[UPDATE_NORM].min() > 0 and d[UPDATE_NORM].max() / d[UPDATE_NORM].min() > 20:
+    noise = relative_noise(d)
+    for gamma, rel in noise.items():  # how large the perturbation-test noise is, for scale
+        ax.axvline(rel, color="grey", linestyle=":", linewidth=1)
+        kw = {"rotation": 90, "va": "top", "ha": "right", "fontsize": 7, "color": "grey"}
+        ax.annotate(f"noise gamma = {gamma:g}", (rel, 0.98), xycoords=("data", "axes fraction"), **kw)
+    xs = np.concatenate([d[UPDATE_NORM].to_numpy(float), list(noise.values())])
+    if xs.min() > 0 and xs.max() / xs.min() > 20:
         ax.set_xscale("log")
     ax.set_xlabel("relative update size ||theta_ft - theta_base|| / ||theta_base||")
     ax.set_ylabel(f"forgetting: change in {metric_label(metric)}\n(positive = forgot)")

@@ -141,3 +141,16 @@ def test_groups_hold_the_mean_and_interval_over_seeds(report_html: Path) -> None
     assert g["ft/ppl/ood_prose ci95_lo"] == pytest.approx(30.025 - half)
     assert g["ft/ppl/ood_prose ci95_hi"] == pytest.approx(30.025 + half)
     assert "Replica groups (16): mean [95% t-interval] over seeds" in report_html.read_text()
+
+
+def test_update_figure_scales_noise_and_skips_old_records(tmp_path: Path) -> None:
+    from overtraining.report.figures import forgetting_vs_update, landscape_2d, relative_noise
+    from overtraining.report.table import records_to_frame
+
+    df = records_to_frame([make_record("tokens_1M", 1_000_000, lr, 0) for lr in (1e-4, 1e-3)])
+    # ||theta_base|| = update/norm / update/rel_norm = 100; noise norm = gamma * 100
+    assert relative_noise(df) == pytest.approx({0.05: 0.05, 0.1: 0.1, 0.2: 0.2})
+    assert forgetting_vs_update(df, "ppl/ood_prose", tmp_path).name == "forgetting_vs_update.png"
+    old = df.drop(columns=[c for c in df.columns if c.startswith("update/")])
+    assert forgetting_vs_update(old, "ppl/ood_prose", tmp_path / "old") is None and relative_noise(old) == {}
+    assert landscape_2d([("bad", {"coords": [0.0, 1.0], "losses": [[1.0]]})], tmp_path) is None
