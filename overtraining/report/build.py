@@ -293,6 +293,7 @@ def build_report(
             html,
             group or first.name,
             [str(Path(d).resolve()) for d in dirs],
+            {"groups": groups, "findings": table},
         )
         if run_dir is not None:
             hint = f" (offline: upload with `wandb sync {run_dir}`)" if "offline-run" in run_dir.name else ""
