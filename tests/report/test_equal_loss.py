@@ -117,3 +117,10 @@ def test_id_optimal_lr_at_the_edge_of_the_grid_is_flagged() -> None:
     inside = df[df["tokens"] == 2e6]
     (g,) = edge_lr_findings(inside, "ft/id/accuracy")
     assert g.appears == "yes"
+
+
+def test_single_seed_equal_loss_comparison_says_it_is_untested() -> None:
+    records = [_target_cell(1e-3, 0, 2.0, True), _target_cell(1e-4, 0, 1.0, True)]
+    (f,) = equal_loss_findings(usable(records_to_frame(records)), "ppl/ood_prose")
+    assert f.appears == "yes (single seed, untested)" and f.seeds == "1 (single seed)"
+    assert f.interval == "" and "single seed: untested against seed noise" in f.numbers

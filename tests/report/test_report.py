@@ -154,3 +154,12 @@ def test_update_figure_scales_noise_and_skips_old_records(tmp_path: Path) -> Non
     old = df.drop(columns=[c for c in df.columns if c.startswith("update/")])
     assert forgetting_vs_update(old, "ppl/ood_prose", tmp_path / "old") is None and relative_noise(old) == {}
     assert landscape_2d([("bad", {"coords": [0.0, 1.0], "losses": [[1.0]]})], tmp_path) is None
+
+
+def test_cli_heldout_sft_loss_axis(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep = tmp_path / "sweep"
+    for i, tokens in enumerate((1e6, 2e6)):
+        write_record(make_record(f"tokens_{i}", int(tokens), 1e-3, 0), sweep / str(i))
+    assert main([str(sweep), "--bootstrap", "10", "--sft-loss", "heldout"]) == 0
+    page = Path(capsys.readouterr().out.strip()).read_text()
+    assert "OOD metric against the held-out SFT loss (nats/token), measured at each probe" in page
