@@ -53,6 +53,7 @@ U_MIN_RISE = 0.02  # single seed: the largest budget must be >= 2% worse than th
 ALPHA = 0.05  # seeds: the level of every test
 CLEAN_LOSS = "base/perturb/base_loss"
 SINGLE = "single seed per budget: untested against seed noise"
+MIXED = "fewer than 2 seeds at some budget: untested against seed noise"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class Trend:
     def seeded(self) -> bool:
         """Whether every budget has two or more replicas (so the trend is tested)."""
         return bool(self.counts) and min(self.counts) >= 2
+
+    @property
+    def caveat(self) -> str:
+        """Why an untested verdict is untested: a single seed, or too few seeds at some budget."""
+        return SINGLE if not self.counts or max(self.counts) < 2 else MIXED
 
     @property
     def verdict(self) -> str:
@@ -253,7 +259,7 @@ def _test_text(t: Trend) -> str:
         return ""
     if t.seeded:
         return f"; over {sum(t.counts)} seed replicas Spearman rho = {t.rho_replicas:.2f}, {_fmt_p(t.p)}"
-    return f" ({SINGLE}; threshold |rho| >= {RHO_MIN})"
+    return f" ({t.caveat}; threshold |rho| >= {RHO_MIN})"
 
 
 _VERB = {
@@ -265,11 +271,11 @@ _VERB = {
 _APPEARS = {"rises": "yes", "falls": "reversed", "no clear trend": "no", "too few budgets": "cannot be judged"}
 
 
-def _appears(verdict: str, seeded: bool) -> str:
+def _appears(verdict: str, t: Trend) -> str:
     word = _APPEARS.get(verdict, verdict)
-    if seeded or word == "cannot be judged":
+    if t.seeded or word == "cannot be judged":
         return word
-    return f"{word} (single seed, untested)"
+    return f"{word} ({'single seed' if t.caveat == SINGLE else 'too few seeds'}, untested)"
 
 
 def trend_finding(effect: str, t: Trend, what: str, fmt: str = ".3g") -> Finding:
@@ -277,7 +283,7 @@ def trend_finding(effect: str, t: Trend, what: str, fmt: str = ".3g") -> Finding
     sentence = f"{effect} {_VERB[t.verdict]}: {what} goes {_span(t, fmt)}{_test_text(t)}."
     numbers = f"{_span(t, fmt)}" + (f"; replicas: rho = {t.rho_replicas:.2f}, {_fmt_p(t.p)}" if t.seeded else "")
     interval = f"last - first: {_interval(t.change)}" if _interval(t.change) else ""
-    return Finding(effect, _appears(t.verdict, t.seeded), numbers, interval, seeds_text(t.counts), sentence)
+    return Finding(effect, _appears(t.verdict, t), numbers, interval, seeds_text(t.counts), sentence)
 
 
 def u_finding(u: UShape, what: str, base_what: str = "the base model's own metric") -> Finding:
@@ -303,11 +309,11 @@ def u_finding(u: UShape, what: str, base_what: str = "the base model's own metri
     )
     numbers = f"best {at} -> {last}; {test}; {base}"
     interval = f"last - best: {_interval(u.rise)}" if t.seeded and _interval(u.rise) else ""
-    caveat = "" if t.seeded else f" ({SINGLE})"
+    caveat = "" if t.seeded else f" ({t.caveat})"
     if u.verdict == "edge":
         edge = "largest" if i == len(means) - 1 else "smallest"
         sentence = f"The U-shape of {what} does not appear: best at the {edge} budget, {at}{caveat}."
-        return Finding(effect, _appears("no", t.seeded), numbers, interval, seeds, sentence)
+        return Finding(effect, _appears("no", t), numbers, interval, seeds, sentence)
     if u.verdict == "flat":
         if t.seeded:
             sentence = (
@@ -320,7 +326,7 @@ def u_finding(u: UShape, what: str, base_what: str = "the base model's own metri
                 f"The U-shape of {what} does not clearly appear: best at {at}, but the largest budget is only "
                 f"{u.rel_rise:.1%} worse (a U needs {u.min_rise:.0%}): flat within noise{caveat}."
             )
-        return Finding(effect, _appears("no", t.seeded), numbers, interval, seeds, sentence)
+        return Finding(effect, _appears("no", t), numbers, interval, seeds, sentence)
     rise = f" ({test})" if t.seeded else caveat
     if u.verdict == "base stopped":
         sentence = (
@@ -330,7 +336,7 @@ def u_finding(u: UShape, what: str, base_what: str = "the base model's own metri
         return Finding(effect, "no: base also stopped improving", numbers, interval, seeds, sentence)
     note = "" if u.base_improves else f"; {base_what} was not measured, so whether it still improves is unknown"
     sentence = f"The U-shape of {what} appears: best at {at}, worse again at {last}{rise}{note}."
-    return Finding(effect, _appears("yes", t.seeded), numbers, interval, seeds, sentence)
+    return Finding(effect, _appears("yes", t), numbers, interval, seeds, sentence)
 
 
 def _agreeing_seeds(f: Finding, n_seeds: int) -> Finding:

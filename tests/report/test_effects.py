@@ -204,3 +204,11 @@ def test_single_seed_verdicts_say_so() -> None:
     table = findings_frame(found)
     assert list(table.columns) == ["effect", "appears?", "numbers", "interval", "seeds (n)"]
     assert len(table) == len(found)
+
+
+def test_a_budget_with_one_seed_makes_the_verdict_untested() -> None:
+    t = trend(np.array([1e6, 1e6, 2e6, 2e6, 4e6]), np.array([1.0, 1.1, 2.0, 2.1, 3.0]))
+    assert not t.seeded and t.counts == (2, 2, 1) and t.verdict == "rises"  # by the single-seed heuristic
+    f = trend_finding("Forgetting", t, "forgetting")
+    assert f.appears == "yes (too few seeds, untested)" and f.seeds == "1-2"
+    assert "fewer than 2 seeds at some budget: untested against seed noise" in f.sentence
