@@ -27,7 +27,7 @@ from overtraining.report.labels import (
     metric_label,
     pick_metric,
 )
-from overtraining.report.seeds import aggregate
+from overtraining.report.seeds import aggregate, seeds_text
 from overtraining.report.table import (
     curve_frame,
     groups_display,
@@ -269,7 +269,7 @@ def build_report(
             else "."
         ),
         f"Replica groups: {len(groups)} (cells that differ only in their seeds); seeds per group: "
-        + (f"{groups['n_seeds'].min()}-{groups['n_seeds'].max()}." if len(groups) else "none."),
+        + (f"{seeds_text(groups['n_seeds'].tolist())}." if len(groups) else "none."),
         f"OOD metric: ft/{m}; ID metric: {id_col}."
         + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant if c != id_m),
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}; tables: cells.csv, cells.parquet, groups.csv, findings.csv.",
