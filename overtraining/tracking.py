@@ -24,7 +24,8 @@ plotted, e.g. ``run_config = {**OmegaConf.to_container(cfg, resolve=True), "toke
 
 The report's upload (``python -m overtraining.report <sweep> --wandb``) is a run of its own
 (``job_type="report"``, same group as the sweep) holding the figures, the cell table as a
-``wandb.Table`` and the HTML page.
+``wandb.Table``, the replica-group table (mean and 95% interval over seeds) and the findings
+table as ``wandb.Table``s, and the HTML page.
 
 The standard dashboard (forgetting vs tokens), built in the W&B UI -- the workspace API
 (``wandb-workspaces``) is not a dependency, so it is documented here rather than coded:
@@ -168,7 +169,13 @@ def make_sink(
 
 
 def upload_report(
-    cfg: LoggerConfig, cells: Any, figures: Mapping[str, Path], html: Path, group: str, sources: list[str]
+    cfg: LoggerConfig,
+    cells: Any,
+    figures: Mapping[str, Path],
+    html: Path,
+    group: str,
+    sources: list[str],
+    tables: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Uploads a report (figures, cell table, HTML page) to a W&B run of its own.
 
@@ -179,6 +186,8 @@ def upload_report(
         html: the report page, logged as ``report``.
         group: the W&B group (the sweep's name).
         sources: the sweep dirs read; their hash is the run id, so a re-run resumes it.
+        tables: more DataFrames to log as ``wandb.Table``s by name, e.g. ``groups`` (mean and
+            95% interval over seeds per replica group) and ``findings`` (the verdicts).
 
     Returns:
         The local W&B run directory (``wandb sync`` it when offline), or None when
@@ -204,7 +213,9 @@ def upload_report(
     import wandb
 
     payload: dict[str, Any] = {f"figures/{n}": wandb.Image(str(p)) for n, p in figures.items()}
-    payload["cells"] = wandb.Table(dataframe=cells.astype(object).where(cells.notna(), None))
+    for name, frame in {"cells": cells, **(tables or {})}.items():
+        if frame is not None and len(frame):
+            payload[name] = wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
     payload["report"] = wandb.Html(html.read_text(encoding="utf-8"), inject=False)
     run.log(payload)
     run_dir = Path(run.settings.sync_dir) if getattr(run.settings, "sync_dir", None) else wandb_dir

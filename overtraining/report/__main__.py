@@ -44,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"bootstrap resamples for the optimal-budget intervals (default: {N_BOOT})",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument(
+        "--sft-loss",
+        default="train",
+        choices=["train", "heldout"],
+        help="x-axis of the OOD-vs-SFT-loss figure: train (default: the smoothed training loss, the EMA the "
+        "target loss is compared with) or heldout (the held-out SFT loss at each probe)",
+    )
     p.add_argument("--wandb", action="store_true", help="also upload figures and table to a W&B run")
     p.add_argument("--wandb-project", default=LoggerConfig.project, help="W&B project (default: overtraining)")
     p.add_argument("--wandb-entity", default="", help="W&B entity (default: the key's)")
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             wandb=logger,
             group=args.wandb_group,
+            sft_loss=args.sft_loss,
         )
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """Where does more pretraining stop helping? The budget that optimises a fine-tuned metric.
 
 For one LR (or the tuned LR) the cells give a metric at several pretraining token budgets,
-with one value per seed. The optimal budget is the argmin (loss, perplexity) or argmax
-(accuracy) of the per-budget mean. Its uncertainty is a bootstrap: resample the cells
-within each budget with replacement, recompute the argopt budget, and report the
-[2.5, 97.5] percentile interval of those budgets (only where some budget has several cells;
-with one cell per budget a resample is the data itself).
+with one value per seed: the cells of one budget are its seed replicas. The optimal budget
+is the argmin (loss, perplexity) or argmax (accuracy) of the per-budget mean over seeds.
+Its uncertainty is a bootstrap over seeds: resample the replicas within each budget with
+replacement, recompute the argopt budget, and report the [2.5, 97.5] percentile interval
+of those budgets (only where some budget has two or more seeds; with one seed per budget a
+resample is the data itself, and the page says there is no interval).
 
 Everything here is a pure function of arrays or of the cell table; ``describe`` turns an
 ``Optimum`` into one plain sentence for the report.
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from overtraining.report.findings import Finding
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
+from overtraining.report.seeds import replicas_per_budget, seeds_text
 from overtraining.report.tradeoff import tuned_cells
 
 N_BOOT = 1000
@@ -30,11 +33,12 @@ class Optimum:
 
     Attributes:
         budgets: the token budgets, ascending.
-        means: the metric's mean over cells at each budget.
+        means: the metric's mean over seeds at each budget.
         best_tokens: the budget with the best mean.
         best_value: the mean there.
         ci: the bootstrap [2.5, 97.5] percentile interval of the best budget, or None.
         lower: whether lower values are better.
+        counts: seed replicas at each budget.
     """
 
     budgets: tuple[float, ...]
@@ -43,6 +47,7 @@ class Optimum:
     best_value: float
     ci: tuple[float, float] | None
     lower: bool
+    counts: tuple[int, ...] = ()
 
     @property
     def worse_by(self) -> float:
@@ -111,6 +116,7 @@ def find_optimum(
         float(means[i]),
         bootstrap_interval(tokens, values, lower, n_boot, seed),
         lower,
+        tuple(len(v) for v in replicas_per_budget(tokens, values).values()),
     )
 
 
@@ -131,7 +137,7 @@ def describe(opt: Optimum, subject: str, what: str) -> str:
         only = t(opt.budgets[0])
         return f"{subject}, {what} was measured at one budget only ({only} tokens): no optimum over tokens."
     ci = f" [95% CI {t(opt.ci[0])}, {t(opt.ci[1])}]" if opt.ci else ""
-    note = "" if opt.ci else "; one cell per budget, so no interval"
+    note = "" if opt.ci else "; one seed per budget, so no interval"
     at = f"{t(opt.best_tokens)} pretraining tokens{ci} ({opt.best_value:.4g}{note})"
     rel = f" ({opt.worse_by / abs(opt.best_value):+.0%})" if opt.best_value else ""
     worse = f"worse by {opt.worse_by:.3g}{rel} at {t(opt.budgets[-1])}"
@@ -154,10 +160,34 @@ def _plain(metric: str) -> str:
     return metric_label(metric).split(" (")[0]
 
 
-def optima_sentences(
+def optimum_finding(opt: Optimum, subject: str, what: str, label: str) -> Finding:
+    """An optimum as a finding: where the best budget is, its value and its bootstrap interval.
+
+    Args:
+        opt: the optimum.
+        subject: the sentence's subject (``describe``).
+        what: the metric's readable name.
+        label: the effect's name in the table, e.g. ``[wsd] Optimal pretraining budget (LR 1e-3)``.
+    """
+    t = format_tokens
+    effect = label
+    seeds = seeds_text(opt.counts)
+    sentence = describe(opt, subject, what)
+    if len(opt.budgets) < 2:
+        return Finding(effect, "cannot be judged", f"one budget ({t(opt.budgets[0])})", "", seeds, sentence)
+    appears = {"last": "no: best at the largest budget", "first": "no: best at the smallest budget"}.get(
+        opt.edge or "", "yes: interior optimum"
+    )
+    rel = f" ({opt.worse_by / abs(opt.best_value):+.0%})" if opt.best_value else ""
+    numbers = f"best {t(opt.best_tokens)} ({opt.best_value:.4g}); {t(opt.budgets[-1])} worse by {opt.worse_by:.3g}{rel}"
+    interval = f"[{t(opt.ci[0])}, {t(opt.ci[1])}] (bootstrap over seeds)" if opt.ci else ""
+    return Finding(effect, appears, numbers, interval, seeds, sentence)
+
+
+def optima_findings(
     df: pd.DataFrame, metric: str, id_metric: str | None = None, n_boot: int = N_BOOT, seed: int = 0
-) -> list[str]:
-    """Sentences on the best budget of ``metric`` per LR and for the tuned LR, per branch.
+) -> list[Finding]:
+    """Findings on the best budget of ``metric`` per LR and for the tuned LR, per branch.
 
     Args:
         df: the usable cells of the cell table.
@@ -167,7 +197,7 @@ def optima_sentences(
         seed: bootstrap seed.
 
     Returns:
-        One sentence per (branch, LR), then one per branch for the tuned LR.
+        One finding per (branch, LR), then one per branch for the tuned LR.
     """
     if metric not in df.columns:
         return []
@@ -177,12 +207,23 @@ def optima_sentences(
     for branch in branches:
         cells = df[df["branch"] == branch]
         tag = f"[{branch}] " if len(branches) > 1 else ""
-        groups = [(f"{tag}After fine-tuning at LR {format_lr(lr)}", g) for lr, g in cells.groupby("lr")]
+        label = f"{tag}Optimal pretraining budget of {what}"
+        groups = [
+            (f"{tag}After fine-tuning at LR {format_lr(lr)}", f"{label} (LR {format_lr(lr)})", g)
+            for lr, g in cells.groupby("lr")
+        ]
         if id_metric and id_metric in cells.columns and cells["lr"].nunique() > 1:
             subject = f"{tag}With the LR tuned per checkpoint for the best {_plain(id_metric)}"
-            groups.append((subject, tuned_cells(cells, id_metric)))
-        for subject, g in groups:
+            groups.append((subject, f"{label} (tuned LR)", tuned_cells(cells, id_metric)))
+        for subject, name, g in groups:
             opt = find_optimum(g["tokens"].to_numpy(), g[metric].to_numpy(), lower, n_boot, seed)
             if opt is not None:
-                out.append(describe(opt, subject, what))
+                out.append(optimum_finding(opt, subject, what, name))
     return out
+
+
+def optima_sentences(
+    df: pd.DataFrame, metric: str, id_metric: str | None = None, n_boot: int = N_BOOT, seed: int = 0
+) -> list[str]:
+    """The sentences of ``optima_findings`` (one per (branch, LR), then one per branch for the tuned LR)."""
+    return [f.sentence for f in optima_findings(df, metric, id_metric, n_boot, seed)]

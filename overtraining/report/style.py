@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from overtraining.report.labels import format_lr, format_tokens  # noqa: E402
+from overtraining.report.seeds import interval_table  # noqa: E402
 
 DPI = 110
 BRANCH_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
@@ -104,7 +105,7 @@ def auto_log_y(ax: Axes, values: np.ndarray) -> None:
 
 
 def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None, **style) -> None:
-    """Mean of ``y`` over rows sharing ``x``, with +-1 std error bars where there are several.
+    """Mean of ``y`` over rows sharing ``x`` (seed replicas), with 95% t-interval error bars where n >= 2.
 
     Args:
         ax: the axes.
@@ -114,19 +115,10 @@ def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None
         best: ``"min"``/``"max"`` to ring the best point with a star, or None.
         **style: passed to ``Axes.errorbar`` (color, label, linestyle, marker...).
     """
-    stats = g.dropna(subset=[y]).groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+    stats = interval_table(g, x, y)
     if stats.empty:
         return
-    err = stats["std"].where(stats["count"] > 1)
-    ax.errorbar(
-        stats.index,
-        stats["mean"],
-        yerr=None if err.isna().all() else err.fillna(0),
-        capsize=3,
-        markersize=5,
-        linewidth=1.6,
-        **style,
-    )
+    interval_line(ax, stats.index.to_numpy(float), stats, **style)
     if best and len(stats) > 2:
         i = stats["mean"].idxmin() if best == "min" else stats["mean"].idxmax()
         ax.plot(
@@ -139,6 +131,28 @@ def mean_line(ax: Axes, g: pd.DataFrame, x: str, y: str, best: str | None = None
             linestyle="none",
             zorder=5,
         )
+
+
+def interval_line(ax: Axes, x: np.ndarray, stats: pd.DataFrame, fallback: np.ndarray | None = None, **style) -> None:
+    """Means (``stats["mean"]``) against ``x`` with their 95% intervals (``lo``/``hi``) as error bars.
+
+    Points with one replica get no bar, or ``fallback`` (e.g. a std over noise draws) when given
+    and no point has an interval.
+    """
+    lo, hi, mean = stats["lo"].to_numpy(float), stats["hi"].to_numpy(float), stats["mean"].to_numpy(float)
+    if np.isfinite(lo).any():
+        err = np.vstack([np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)])
+    else:
+        err = fallback
+    style = {"capsize": 3, "markersize": 5, "linewidth": 1.6, **style}
+    ax.errorbar(x, mean, yerr=err, **style)
+
+
+def band(ax: Axes, x: np.ndarray, stats: pd.DataFrame, **style) -> None:
+    """Means against ``x`` as a line with the 95% interval as a shaded band (where n >= 2)."""
+    ax.plot(x, stats["mean"], **style)
+    if np.isfinite(stats["lo"].to_numpy(float)).any():
+        ax.fill_between(x, stats["lo"], stats["hi"], color=style.get("color"), alpha=0.2, linewidth=0)
 
 
 def legend(ax: Axes, title: str | None = None) -> None:

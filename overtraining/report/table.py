@@ -3,8 +3,11 @@
 The cell table's columns: the record's facts (``cell_id``, ``status``, ``checkpoint``,
 ``tokens``, ``lr``, ``schedule``, ``sft_data``, ``seed``), the fine-tuning LR schedule's name
 (``lr_schedule``), the pretraining ``branch`` (the schedule the checkpoint was pretrained
-with, ``+ cooldown`` for annealed branches), then every metric name as its own column
-(NaN where a cell lacks it). ``cells.csv`` and ``cells.parquet`` hold the same table.
+with, ``+ cooldown`` for annealed branches), the replica ``group`` (cells that differ only in
+their seeds share it, see ``overtraining.report.seeds``), the SFT ``target_loss`` (NaN when
+unset) and ``target_reached`` (True/False; empty when no target was set), then every metric
+name as its own column (NaN where a cell lacks it). ``cells.csv`` and ``cells.parquet`` hold
+the same table; ``groups.csv`` holds one row per replica group (mean and 95% interval).
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from overtraining.report.labels import format_lr, format_tokens
+from overtraining.report.seeds import Interval, replica_group, t_interval
 from overtraining.results import CellRecord
 
 FACTS = ("cell_id", "status", "checkpoint", "tokens", "lr", "schedule", "sft_data", "seed")
-METRIC_PREFIXES = ("base/", "ft/", "forget/", "drift/", "sft/")
+EXTRA_FACTS = ("lr_schedule", "branch", "group", "target_loss", "target_reached")
+METRIC_PREFIXES = ("base/", "ft/", "forget/", "drift/", "sft/", "update/", "perturb/", "sharpness/")
 # Cells whose metrics are meaningful; diverged/failed ones stay in the table, not in plots.
 GOOD_STATUSES = ("completed", "target_reached")
 
@@ -49,8 +56,25 @@ def record_row(record: CellRecord) -> dict[str, Any]:
     lr_schedule = record.config.get("lr_schedule")
     row["lr_schedule"] = lr_schedule.get("name", "") if isinstance(lr_schedule, dict) else str(lr_schedule or "")
     row["branch"] = pretrain_branch(record.checkpoint, record.config)
+    row["group"] = replica_group(record)
+    row["target_loss"] = target_loss(record)
+    row["target_reached"] = target_reached(record)
     row.update({k: _number(v) for k, v in record.metrics.items()})
     return row
+
+
+def target_loss(record: CellRecord) -> float:
+    """The SFT target loss the cell trained to (``trainer.target_loss``), NaN when unset."""
+    trainer = record.config.get("trainer")
+    value = trainer.get("target_loss") if isinstance(trainer, dict) else None
+    return float("nan") if value is None else float(value)
+
+
+def target_reached(record: CellRecord) -> bool | None:
+    """Whether a cell with a target loss reached it (``sft/target_reached_step`` set); None without a target."""
+    if np.isnan(target_loss(record)):
+        return None
+    return record.metrics.get("sft/target_reached_step") is not None
 
 
 def _number(value: Any) -> float:
@@ -72,9 +96,10 @@ def records_to_frame(records: Sequence[CellRecord]) -> pd.DataFrame:
     df = pd.DataFrame([record_row(r) for r in records])
     if df.empty:
         return df
-    facts = [*FACTS, "lr_schedule", "branch"]
+    facts = [*FACTS, *EXTRA_FACTS]
     metrics = sorted(c for c in df.columns if c not in facts)
-    df = df[facts + metrics].astype({"tokens": "int64", "lr": "float64", "seed": "int64"})
+    types = {"tokens": "int64", "lr": "float64", "seed": "int64", "target_loss": "float64", "target_reached": "boolean"}
+    df = df[facts + metrics].astype(types)
     return df.sort_values(["branch", "tokens", "lr", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -132,3 +157,43 @@ def write_table(df: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     df.to_csv(csv, index=False)
     df.to_parquet(parquet, index=False)
     return csv, parquet
+
+
+def update_size_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The size of the fine-tuning update per (branch, LR, budget): mean [95% t-interval] over seeds.
+
+    Returns:
+        Columns ``branch``, ``LR``, ``tokens``, ``n_seeds``, ``relative update size`` and
+        ``update norm`` (``update/rel_norm``, ``update/norm`` as ``mean [lo, hi]`` text);
+        empty when the cells lack ``update/rel_norm`` (records older than the metric).
+    """
+    if df.empty or "update/rel_norm" not in df.columns or df["update/rel_norm"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for (branch, lr, tokens), g in df.dropna(subset=["update/rel_norm"]).groupby(["branch", "lr", "tokens"]):
+        row = {"branch": branch, "LR": format_lr(lr), "tokens": format_tokens(tokens), "n_seeds": g["seed"].nunique()}
+        row["relative update size"] = t_interval(g["update/rel_norm"].to_numpy(float)).text(".3g")
+        if "update/norm" in g.columns:
+            row["update norm"] = t_interval(g["update/norm"].to_numpy(float)).text(".3g")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def groups_display(groups: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The replica-group table for the page: facts, ``n_seeds`` and ``mean [lo, hi]`` text per metric.
+
+    Args:
+        groups: ``overtraining.report.seeds.aggregate`` output.
+        columns: the metrics to show (those absent are skipped).
+    """
+    if groups.empty:
+        return groups
+    keep = [c for c in ("branch", "checkpoint", "tokens", "lr", "n_seeds", "seeds", "target_reached") if c in groups]
+    out = groups[keep].copy()
+    for col in columns:
+        if col in groups.columns and groups[col].notna().any():
+            out[col] = [
+                Interval(m, lo, hi, 0).text()
+                for m, lo, hi in zip(groups[col], groups[f"{col} ci95_lo"], groups[f"{col} ci95_hi"], strict=True)
+            ]
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,10 @@ FIGURES = (
     "sensitivity_vs_tokens.png",
     "sharpness_vs_tokens.png",
     "ood_vs_sft_loss.png",
+    "forgetting_vs_update.png",
     "drift.png",
     "landscape.png",
+    "landscape_2d.png",
 )
 
 
@@ -56,10 +59,14 @@ def _metrics(tokens: int, lr: float, seed: int, cooldown: bool) -> dict[str, flo
         m[f"base/perturb/gamma={gamma}/delta_loss_mean"] = gamma * 0.5 * 2 ** (0.5 * x) * (0.7 if cooldown else 1.0)
         m[f"base/perturb/gamma={gamma}/delta_loss_std"] = gamma * 0.05
     m.update({f"drift/mpa/layer={i}": m["drift/mpa_mean"] * (0.5 + 0.5 * i) for i in range(3)})
+    m["update/rel_norm"] = lr * 10 * (1 + 0.1 * seed)
+    m["update/norm"] = m["update/rel_norm"] * 100
+    m.update({f"update/layer={i}/rel_norm": m["update/rel_norm"] * (1 + i) for i in range(2)})
+    m.update({f"base/perturb/gamma={g}/noise_norm": g * 100 for g in (0.05, 0.1, 0.2)})
     return m
 
 
-def _curves(tokens: int, lr: float, ft: float) -> dict[str, list[dict]]:
+def _curves(tokens: int, lr: float, ft: float) -> dict[str, Any]:
     steps = range(0, 41, 10)
     sft = [
         {"step": s, "loss": 2.0 * math.exp(-s * lr * 50), "smoothed_loss": 2.0 * math.exp(-s * lr * 50), "lr": lr}
@@ -72,7 +79,9 @@ def _curves(tokens: int, lr: float, ft: float) -> dict[str, list[dict]]:
     landscape = [
         {"alpha": a / 10, "loss": 2.0 + math.sin(math.pi * a / 10) * math.log2(tokens / 1e5) * 0.1} for a in range(11)
     ]
-    return {"sft": sft, "probes": probes, "landscape": landscape}
+    coords = [-1.0, 0.0, 1.0]
+    grid = [[2.0 + (a * a + 2 * b * b) * math.log2(tokens / 1e5) * 0.1 for b in coords] for a in coords]
+    return {"sft": sft, "probes": probes, "landscape": landscape, "landscape2d": {"coords": coords, "losses": grid}}
 
 
 def make_record(name: str, tokens: int, lr: float, seed: int, status: str = "completed") -> CellRecord:
@@ -84,6 +93,7 @@ def make_record(name: str, tokens: int, lr: float, seed: int, status: str = "com
         "seed": seed,
         "lr_schedule": {"name": "cosine"},
         "pretrain_schedule": "wsd",
+        "trainer": {"seed": seed, "target_loss": None, "loss_smoothing": 0.9},
         "checkpoint": {"family": "embedded", "revision": name},
     }
     return CellRecord(

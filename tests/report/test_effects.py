@@ -1,12 +1,16 @@
-"""Effect verdicts: monotone trends by rank correlation, the U by an interior optimum."""
+"""Effect verdicts: single-seed heuristics, and tests over seed replicas (Spearman, Welch, base model)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from overtraining.report.effects import effect_sentences, trend, u_shape
+from overtraining.report.effects import effect_findings, effect_sentences, trend, trend_finding, u_shape, u_test
+from overtraining.report.findings import findings_frame
 
 TOKENS = np.array([250e3, 500e3, 1e6, 2e6, 4e6])
 
@@ -104,3 +108,107 @@ def test_one_budget_is_stated_not_judged() -> None:
     text = "\n".join(effect_sentences(df, "ppl/ood_prose"))
     assert "Progressive sensitivity (noise gamma = 0.2) cannot be judged (3 budgets needed): " in text
     assert "loss rise under noise goes 0.01 at 250K tokens." in text
+
+
+# --- seed-aware verdicts -------------------------------------------------------------------
+
+B4 = np.array([1e6, 2e6, 4e6, 8e6])
+
+
+def _seeded(ft: list[list[float]], base: list[float], lr: float = 1e-3) -> pd.DataFrame:
+    """One row per (budget, seed): ``ft[i]`` are budget i's replicas; the base metric is per budget."""
+    rows = [
+        {
+            "checkpoint": f"c{i}",
+            "branch": "wsd",
+            "tokens": B4[i],
+            "lr": lr,
+            "seed": s,
+            "ft/ppl/ood_prose": v,
+            "base/ppl/ood_prose": base[i],
+            "forget/ppl/ood_prose": v - base[i],
+        }
+        for i, reps in enumerate(ft)
+        for s, v in enumerate(reps)
+    ]
+    return pd.DataFrame(rows)
+
+
+BASE_IMPROVING = [40.0, 30.0, 25.0, 21.0]
+
+
+def test_a_rise_within_seed_noise_is_not_claimed() -> None:
+    # best at 2M (mean 3.0), last 3.4: 13% worse, a U for the single-seed heuristic, but seeds spread +-1
+    ft = [[5.0, 6.0, 7.0], [2.0, 3.0, 4.0], [2.2, 3.2, 4.2], [2.4, 3.4, 4.4]]
+    u = u_test(np.repeat(B4, 3), np.concatenate(ft), lower=True)
+    assert u.interior and u.rel_rise == pytest.approx(0.4 / 3.0) and u.rel_rise >= 0.02
+    t = 0.4 / math.sqrt(1 / 3 + 1 / 3)  # both sample variances 1; Welch df = 4
+    assert u.rise.diff == pytest.approx(0.4) and u.rise.p == pytest.approx(stats.t.sf(t, 4))
+    assert u.rise.p > 0.3 and u.verdict == "flat"
+    (f,) = [f for f in effect_findings(_seeded(ft, BASE_IMPROVING), "ppl/ood_prose") if f.effect.startswith("U-")]
+    assert f.appears == "no" and f.seeds == "3"
+    # 0.4 +- t_{0.975,4} * sqrt(2/3) = 0.4 +- 2.27
+    assert "8M (3.4) is worse by +0.4 [-1.87, 2.67], within seed noise (one-sided Welch p = 0.32, needs p < 0.05)" in (
+        f.sentence
+    )
+
+
+def test_a_clear_rise_is_claimed_with_its_p_value_and_interval() -> None:
+    ft = [[6.9, 7.0, 7.1], [2.9, 3.0, 3.1], [3.9, 4.0, 4.1], [4.9, 5.0, 5.1]]
+    u = u_test(np.repeat(B4, 3), np.concatenate(ft), True, B4, np.array(BASE_IMPROVING))
+    se = math.sqrt(0.01 / 3 + 0.01 / 3)
+    assert u.rise.p == pytest.approx(stats.t.sf(2.0 / se, 4)) and u.rise.p < 1e-4
+    assert u.rise.lo == pytest.approx(2.0 - 2.7764451051977987 * se)
+    assert (u.base_best, u.base_last, u.base_improves, u.verdict) == (30.0, 21.0, True, "appears")
+    (f,) = [f for f in effect_findings(_seeded(ft, BASE_IMPROVING), "ppl/ood_prose") if f.effect.startswith("U-")]
+    assert f.appears == "yes"
+    assert f.interval == f"last - best: +2 [{u.rise.lo:.3g}, {u.rise.hi:.3g}]"
+    assert "best 2M (3) -> 8M (5); rise +2, one-sided Welch p < 1e-4; base OOD prose perplexity 30 -> 21" in f.numbers
+    # an accuracy that peaks inside and drops at the end: the test runs in the other direction
+    acc = -np.concatenate(ft)
+    ua = u_test(np.repeat(B4, 3), acc, False, B4, -np.array(BASE_IMPROVING))
+    assert ua.verdict == "appears" and ua.rise.p == pytest.approx(u.rise.p) and ua.rise.diff == pytest.approx(-2.0)
+
+
+def test_a_base_model_that_stops_improving_is_not_catastrophic_overtraining() -> None:
+    ft = [[6.9, 7.0, 7.1], [2.9, 3.0, 3.1], [3.9, 4.0, 4.1], [4.9, 5.0, 5.1]]
+    base = [40.0, 30.0, 30.5, 31.0]  # the base model is worse at 8M than at 2M too
+    (f,) = [f for f in effect_findings(_seeded(ft, base), "ppl/ood_prose") if f.effect.startswith("U-")]
+    assert f.appears == "no: base also stopped improving"
+    assert "but the base model also stopped improving (base OOD prose perplexity 30 -> 31)" in f.sentence
+    assert f.sentence.endswith("not catastrophic overtraining.")
+
+
+def test_seeded_trend_is_spearman_over_replicas() -> None:
+    # means 3, 4, 5 (rank correlation 1) but replicas [1, 5], [2, 6], [3, 7]: rho = 8 / sqrt(16 * 17.5)
+    t = trend(np.repeat(B4[:3], 2), np.array([1.0, 5, 2, 6, 3, 7]))
+    rho = 8 / math.sqrt(16 * 17.5)
+    assert t.rho == pytest.approx(1.0) and t.seeded
+    assert t.rho_replicas == pytest.approx(rho)
+    assert t.p == pytest.approx(2 * stats.t.sf(rho * math.sqrt(4 / (1 - rho**2)), 4))
+    assert t.verdict == "no clear trend"  # the single-seed heuristic on the means would say "rises"
+    clear = trend(np.repeat(B4, 2), np.array([1.0, 1.1, 2, 2.1, 3, 3.1, 4, 4.1]))
+    assert clear.verdict == "rises" and clear.p < 0.05
+    f = trend_finding("Forgetting", clear, "forgetting")
+    assert f.appears == "yes" and f.seeds == "2" and "replicas: rho = 0.98" in f.numbers
+
+
+def test_single_seed_verdicts_say_so() -> None:
+    df = _frame(ft=[30.0, 25, 20, 22, 28], base=[20.0, 15, 10, 8, 7], delta=[0.01, 0.02, 0.04, 0.08, 0.16])
+    found = effect_findings(df, "ppl/ood_prose")
+    assert found and all(f.seeds == "1 (single seed)" for f in found)
+    assert all("single seed, untested" in f.appears for f in found)
+    u = next(f for f in found if f.effect.startswith("U-shape of fine-tuned"))
+    assert u.appears == "yes (single seed, untested)"
+    assert "single seed per budget: untested against seed noise" in u.sentence
+    table = findings_frame(found)
+    assert list(table.columns) == ["effect", "appears?", "numbers", "interval", "seeds (n)"]
+    assert len(table) == len(found)
+
+
+def test_a_budget_with_one_seed_makes_the_verdict_untested() -> None:
+    t = trend(np.array([1e6, 1e6, 2e6, 2e6, 4e6]), np.array([1.0, 1.1, 2.0, 2.1, 3.0]))
+    assert not t.seeded and t.counts == (2, 2, 1) and t.verdict == "rises"  # by the single-seed heuristic
+    f = trend_finding("Forgetting", t, "forgetting")
+    assert f.appears == "yes (too few seeds, untested)" and f.seeds == "1-2"
+    assert "fewer than 2 seeds at some budget: untested against seed noise" in f.sentence

@@ -113,3 +113,53 @@ def test_constant_id_accuracy_is_not_used_to_tune_the_lr(tmp_path: Path) -> None
     page = build_report([root], n_boot=10).read_text()
     assert "ID metric: ft/id/loss. Not used: ft/id/accuracy (the same in every cell)." in page
     assert "With the LR tuned per checkpoint for the best ID loss" in page
+
+
+def test_page_opens_with_the_findings_table(report_html: Path) -> None:
+    page = report_html.read_text()
+    table = page.index('class="dataframe findings-table"')
+    assert table < page.index('<ul class="findings">') < page.index("<img")
+    head = page[table : page.index("</thead>", table)]
+    assert [h in head for h in ("effect", "appears?", "numbers", "interval", "seeds (n)")] == [True] * 5
+    findings = pd.read_csv(report_html.parent / "findings.csv").set_index("effect")
+    u = findings.loc["[wsd] U-shape of fine-tuned OOD prose perplexity (LR 1e-3)"]
+    assert (u["appears?"], str(u["seeds (n)"])) == ("yes", "2")
+    assert u["numbers"].startswith("best 2M (30.02) -> 8M (46.02); rise +16, one-sided Welch p < 1e-4")
+    assert "Student&#x27;s t-interval across seeds (scipy.stats.t)" in page
+    # the synthetic base probes do not depend on the seed: one distinct value, not a single-seed sweep
+    sens = findings.loc["[wsd] Progressive sensitivity (noise gamma = 0.2)"]
+    assert (sens["appears?"], sens["seeds (n)"]) == ("yes (seeds agree, untested)", "1 distinct value (2 seeds agree)")
+
+
+def test_groups_hold_the_mean_and_interval_over_seeds(report_html: Path) -> None:
+    groups = pd.read_csv(report_html.parent / "groups.csv")
+    assert len(groups) == 8 * 2 and (groups["n_seeds"] == 2).all()
+    g = groups[(groups["checkpoint"] == "embedded/tokens_2M") & (groups["lr"] == 1e-3)].iloc[0]
+    # ft = 30 + 0.05 * seed: mean 30.025, sem 0.025, half-width t_{0.975,1} * 0.025
+    half = 12.706204736174707 * 0.025
+    assert g["ft/ppl/ood_prose"] == pytest.approx(30.025)
+    assert g["ft/ppl/ood_prose ci95_lo"] == pytest.approx(30.025 - half)
+    assert g["ft/ppl/ood_prose ci95_hi"] == pytest.approx(30.025 + half)
+    assert "Replica groups (16): mean [95% t-interval] over seeds" in report_html.read_text()
+
+
+def test_update_figure_scales_noise_and_skips_old_records(tmp_path: Path) -> None:
+    from overtraining.report.figures import forgetting_vs_update, landscape_2d, relative_noise
+    from overtraining.report.table import records_to_frame
+
+    df = records_to_frame([make_record("tokens_1M", 1_000_000, lr, 0) for lr in (1e-4, 1e-3)])
+    # ||theta_base|| = update/norm / update/rel_norm = 100; noise norm = gamma * 100
+    assert relative_noise(df) == pytest.approx({0.05: 0.05, 0.1: 0.1, 0.2: 0.2})
+    assert forgetting_vs_update(df, "ppl/ood_prose", tmp_path).name == "forgetting_vs_update.png"
+    old = df.drop(columns=[c for c in df.columns if c.startswith("update/")])
+    assert forgetting_vs_update(old, "ppl/ood_prose", tmp_path / "old") is None and relative_noise(old) == {}
+    assert landscape_2d([("bad", {"coords": [0.0, 1.0], "losses": [[1.0]]})], tmp_path) is None
+
+
+def test_cli_heldout_sft_loss_axis(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep = tmp_path / "sweep"
+    for i, tokens in enumerate((1e6, 2e6)):
+        write_record(make_record(f"tokens_{i}", int(tokens), 1e-3, 0), sweep / str(i))
+    assert main([str(sweep), "--bootstrap", "10", "--sft-loss", "heldout"]) == 0
+    page = Path(capsys.readouterr().out.strip()).read_text()
+    assert "OOD metric against the held-out SFT loss (nats/token), measured at each probe" in page

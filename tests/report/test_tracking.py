@@ -136,11 +136,14 @@ def test_report_upload_holds_figures_and_table(offline_env: Path, report_html: P
     cells = pd.read_parquet(out / "cells.parquet")
     figs = {p.stem: p for p in sorted(out.glob("*.png"))[:2]}
     wandb_dir = offline_env / "upload"
-    run_dir = upload_report(LoggerConfig(dir=str(wandb_dir)), cells, figs, report_html, "sweep-a", ["/a"])
+    groups = pd.read_csv(out / "groups.csv")
+    tables = {"groups": groups, "findings": pd.read_csv(out / "findings.csv")}
+    run_dir = upload_report(LoggerConfig(dir=str(wandb_dir)), cells, figs, report_html, "sweep-a", ["/a"], tables)
     assert run_dir is not None and run_dir.is_dir()
     run = read_run(wandb_dir)
     (row,) = run["history"]
-    assert {"cells", "report", *(f"figures/{n}" for n in figs)} <= set(row)
+    assert {"cells", "groups", "findings", "report", *(f"figures/{n}" for n in figs)} <= set(row)
+    assert (row["groups"]["nrows"], row["groups"]["ncols"]) == groups.shape
     assert (row["cells"]["_type"], row["cells"]["nrows"], row["cells"]["ncols"]) == ("table-file", *cells.shape)
     assert row["report"]["_type"] == "html-file" and row["figures/drift"]["_type"] == "image-file"
     assert run["id"].startswith("report-") and run["group"] == "sweep-a"
