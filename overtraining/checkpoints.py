@@ -352,20 +352,23 @@ def resolve_branch(family: Family, revision: str, listing: BranchList) -> str:
             f"checkpoint {family.name}/{revision} is ambiguous in {family.repo} ({', '.join(hits)}): name the branch"
         )
     if revision in listing.branches:  # a branch of the repo outside the trajectory (e.g. an anneal)
+        like = f" (branches like {branches[-1]})" if branches else ""
         raise UnknownCheckpointError(
-            f"{revision!r} is a branch of {family.repo} but not of the {family.name} pretraining trajectory "
-            f"(branches like {family.branch.pattern}): load it with checkpoint=hub checkpoint.repo={family.repo} "
-            f"checkpoint.revision={revision} checkpoint.tokens=<pretraining tokens>"
+            f"{revision!r} is a branch of {family.repo} but not of the {family.name} pretraining trajectory{like}: "
+            f"load it with checkpoint=hub checkpoint.repo={family.repo} checkpoint.revision={revision} "
+            "checkpoint.tokens=<pretraining tokens>"
         )
     raise UnknownCheckpointError(_not_found(family, revision, branches, listing))
 
 
 def _not_found(family: Family, revision: str, branches: list[str], listing: BranchList) -> str:
+    own_repo = hub_families()[family.name].repo == family.repo
     relist = f"python -m overtraining.checkpoints {family.name} --online"
     if not branches:
+        how = f"list it once with Hub access ({relist})" if own_repo else "run once with Hub access (it is cached)"
         return (
             f"checkpoint {family.name}/{revision}: no branch list of {family.repo} is available offline (no cached "
-            f"listing, no seed, none in the local HF cache): list it once with Hub access ({relist}) or use "
+            f"listing, no seed, none in the local HF cache): {how} or use "
             f"checkpoint=hub checkpoint.repo={family.repo} checkpoint.revision=<branch> checkpoint.tokens=<N>"
         )
     partial = not listing.source.startswith(("Hub listing", "documented formula"))
@@ -379,6 +382,11 @@ def _not_found(family: Family, revision: str, branches: list[str], listing: Bran
         )
     nearest = min(branches, key=lambda b: (abs(family.step_of(b) - step), family.step_of(b)))
     near_step = family.step_of(nearest)
+    if near_step == step:  # the step exists under another name (e.g. the original repo's naming)
+        return (
+            f"{revision!r} is not a branch of {family.repo}: its branch at step {step} is {nearest} "
+            f"({listing.source}); use {family.name}/step{step}"
+        )
     return (
         f"unknown checkpoint {family.name}/{revision}: {family.repo} has no branch at step {step} in its branch list "
         f"({listing.source}); did you mean {family.name}/step{near_step} ({nearest}, "

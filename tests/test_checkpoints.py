@@ -85,7 +85,7 @@ def test_hf_naming_comes_from_the_branch_list_not_a_formula(offline, hub):
     step, tokens_per_step = 20000, hub_family("olmo-1b").tokens_per_step
     assert round(step * tokens_per_step / 1e9) == 84  # what a formula would name it
     assert olmo(f"step{step}", offline).tokens == 83_000_000_000  # what the -hf repo names it
-    with pytest.raises(UnknownCheckpointError, match=r"did you mean olmo-1b/step20000 \(step20000-tokens83B"):
+    with pytest.raises(UnknownCheckpointError, match="its branch at step 20000 is step20000-tokens83B"):
         olmo("step20000-tokens84B", offline)  # the original allenai/OLMo-1B's name
 
 
@@ -144,7 +144,7 @@ def test_no_list_offline_is_refused_fast_in_one_line(offline):
         olmo("step1000", offline, repo="someorg/OLMo-1B-copy")
     msg = str(err.value)
     assert time.perf_counter() - t0 < 3 and "\n" not in msg
-    assert "someorg/OLMo-1B-copy" in msg and "step1000" in msg and "--online" in msg
+    assert "someorg/OLMo-1B-copy" in msg and "step1000" in msg and "with Hub access" in msg
 
 
 def test_revisions_in_the_local_hf_cache_resolve_offline(offline, tmp_path):
@@ -264,3 +264,10 @@ def test_token_labels_round_trip():
     assert parse_token_label("1.5M") == 1_500_000
     with pytest.raises(ValueError, match="500K"):
         parse_token_label("lots")
+
+
+def test_no_seed_no_cache_names_the_listing_command(offline, monkeypatch):
+    monkeypatch.setattr(ck, "_seed", lambda: {})
+    fix = r"allenai/OLMo-2-1124-7B.*overtraining.checkpoints olmo-2-7b --online"
+    with pytest.raises(UnknownCheckpointError, match=fix):
+        check_option("olmo-2-7b/step928646")
