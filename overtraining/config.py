@@ -167,8 +167,10 @@ class CheckpointConfig:
     """One checkpoint (the ``checkpoint`` config group).
 
     Attributes:
-        family: embedded | pythia-<size>[-deduped] | olmo-1b | hub | local.
-        revision: the Hub revision (``stepN``), or the local trajectory's checkpoint name.
+        family: embedded | a Hub family of ``overtraining/checkpoint_families.yaml``
+            (pythia-<size>[-deduped], olmo-1b, olmo-2-1b, olmo-2-7b, amber) | hub | local.
+        revision: a Hub family's ``stepN`` or exact branch (resolved against the repo's branch
+            list), or the local trajectory's checkpoint name.
         repo: Hub repo id (hub families); derived for pythia/olmo.
         path: a local checkpoint directory (family local).
         tokens: pretraining tokens; derived from the name or checkpoint.json when None.
