@@ -42,6 +42,8 @@ def test_embedded_preset(preset, tmp_path_factory):
     args = [f"+experiment={preset}", *SMALL, *([] if probe_only else SFT_SMALL), "sharpness.eig_max_iter=5"]
     if preset == "rofin_sharpness_pretraining":
         args.append("checkpoint=embedded/tokens_250K,embedded/tokens_250K-cooldown")
+    if preset == "mitigations_embedded":  # one cell of its checkpoint x mitigation x seed grid
+        args += ["mitigation=wise", "seed=0"]
     out = run_cell("-m", *args, cwd=work, cache=work / "cache", timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     records = load_records(work / "multirun")
