@@ -211,9 +211,20 @@ def mitigation_tokens(cfg: CellConfig, setup: Setup) -> np.ndarray:
     source = cfg.mitigation.replay_source
     if source == "auto":
         source = "embedded" if setup.ckpt.local else "hub"
-    corpus = setup.corpus if source == "embedded" else hub_corpus(cfg.mitigation.hub_corpus, cfg.cache_dir)
-    text = spaced_sample(corpus.text("train"), MITIGATION_CHARS)
+    if source == "embedded":
+        text = setup.corpus.text("train")
+    else:
+        text = hub_train_text(cfg.mitigation.hub_corpus, cfg.cache_dir)
+    text = spaced_sample(text, MITIGATION_CHARS)
     return np.asarray(setup.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+
+def hub_train_text(name: str, cache_dir: str) -> str:
+    """The train split of a Hub text data set, from ``<cache_dir>/corpus/`` once another cell streamed it."""
+    path = Path(cache_dir) / "corpus" / name.replace("/", "--") / "train.txt"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    return hub_corpus(name, cache_dir).text("train")
 
 
 def spaced_sample(text: str, chars: int, pieces: int = 64) -> str:
