@@ -127,7 +127,7 @@ def run_cell(cfg: CellConfig, run_dir: Path, group: str = "single") -> CellRecor
 # ---------------------------------------------------------------------------- the steps
 def ensure_checkpoint(cfg: CellConfig) -> ResolvedCheckpoint:
     """Resolves the checkpoint; pretrains the embedded trajectory when it is not on disk yet."""
-    ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
+    ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir(), cfg.cache_dir)
     if not ckpt.embedded or (Path(ckpt.source) / "checkpoint.json").exists():
         return ckpt
     from overtraining.pretrain import train_trajectory
@@ -137,7 +137,7 @@ def ensure_checkpoint(cfg: CellConfig) -> ResolvedCheckpoint:
     train_trajectory(cfg.pretrain, until=budget)
     if not (Path(ckpt.source) / "checkpoint.json").exists():
         raise FileNotFoundError(f"pretraining did not produce {ckpt.source}: add {budget} to pretrain.budgets")
-    return resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
+    return resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir(), cfg.cache_dir)
 
 
 def prepare(cfg: CellConfig, ckpt: ResolvedCheckpoint) -> Setup:
@@ -388,6 +388,10 @@ def new_record(cfg: CellConfig, cid: str, ckpt: ResolvedCheckpoint) -> CellRecor
         provenance=provenance(),
     )
     record.config["pretrain_schedule"] = pretrain_schedule(ckpt)
+    if not ckpt.local:  # what the name resolved to: the Hub branch, its tokens, the branch list's source
+        record.config["checkpoint_resolved"] = {
+            "repo": ckpt.source, "branch": ckpt.revision, "tokens": ckpt.tokens, "branch_list": ckpt.listing,
+        }  # fmt: skip
     record.config["seeds"] = cfg.seeds()
     device = runtime.device(cfg.trainer.device)
     record.config["dtypes"] = {

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from overtraining.config import GeometryConfig
+from overtraining.config import GeometryConfig, with_seed
 from overtraining.geometry.drift import drift_by_layer
 from overtraining.geometry.landscape import interpolation_losses, random_slice
 from overtraining.geometry.perturbation import Batch, perturbation_sensitivity
@@ -74,6 +74,7 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
         ``sharpness/hessian_top_converged``, ``sharpness/hessian_trace``,
         ``sharpness/hessian_trace_se`` (only those of the selected estimators).
     """
+    cfg = with_seed(cfg)
     metrics: dict[str, float] = {}
     if not cfg.estimators:
         return metrics
@@ -107,6 +108,7 @@ def measure_pair(
         ``landscape_2d_points > 0``, ``landscape2d/coords`` and ``landscape2d/losses``
         (a nested list, ``[i][j]`` at x = coords[i], y = coords[j]).
     """
+    cfg = with_seed(cfg)
     metrics: dict[str, float | list] = {}
     if cfg.drift_layers:
         drift = drift_by_layer(base, finetuned, batches, cfg.drift_layers, cfg.drift_k)

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from overtraining import runtime
-from overtraining.config import LRScheduleConfig, TrainerConfig
+from overtraining.config import LRScheduleConfig, TrainerConfig, with_seed
 from overtraining.data.chat import IGNORE_INDEX, collate
 from overtraining.data.sft_data import SFTData
 from overtraining.training import distributed
@@ -465,6 +465,7 @@ def finetune(
         The outcome; its model is in eval mode (a ``PeftModel`` under LoRA unless
         ``merge_lora``). Divergence is reported in it, never raised.
     """
+    cfg = with_seed(cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
