@@ -174,3 +174,16 @@ def test_combinations_that_can_run_are_accepted():
     assert MitigationConfig(name="replay", strength=0.05).label == "replay 0.05"
     with pytest.raises(ConfigError, match="mitigation.strength"):
         MitigationConfig(name="replay", strength=1.0)
+
+
+def test_fisher_cache_computes_once(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w": torch.tensor([0.5, 2.0])}
+
+    first, hit1 = mit.cached_fisher(tmp_path / "f.pt", compute)
+    second, hit2 = mit.cached_fisher(tmp_path / "f.pt", compute)
+    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    assert torch.equal(second["w"], first["w"])
