@@ -85,11 +85,13 @@ def test_forgetting_at_equal_id_gain_per_seed():
             _cell("l2 0.1", 1_000_000, 1e-2, seed, 2.0, 1.8, 1.2 + shift + 0.01 * seed, 3.6),  # gain 0.2
         ]
     frame = frontier_frame(pd.DataFrame(rows), M)
-    matched = matched_forgetting(frame)
-    row = matched.iloc[0]
-    assert row["how"] == "equal ID gain" and row["n"] == 3
+    matched = matched_forgetting(frame).set_index("how")
+    row = matched.loc["equal ID gain"]
+    assert row["n"] == 3
     # baseline at gain 0.2 is 1.5 + shift; the mitigation 1.2 + shift + 0.01 seed -> -0.3, -0.29, -0.28
     assert row["delta"] == pytest.approx(-0.29) and row["lo"] < -0.29 < row["hi"] < 0
+    same = matched.loc["same LR"]  # against the LR 1e-2 cells: forgetting 2.0 + shift, gain 0.3
+    assert same["delta"] == pytest.approx(1.21 - 2.0) and same["gain_delta"] == pytest.approx(0.2 - 0.3)
     points = frontier_points(frame)
     assert set(points["n_seeds"]) == {3}
 
@@ -120,6 +122,8 @@ def test_report_section_draws_the_frontier(tmp_path):
     figs, findings = mitigation_report(pd.DataFrame(rows), M, tmp_path)
     (path, title, _caption, table) = figs[0]
     assert path.exists() and title.startswith("Learning-forgetting frontier")
-    assert len(table) == 4 and table["compared at"].iloc[0] == "equal ID gain"
-    reduction = [f for f in findings if "forgets less" in f.effect]
-    assert reduction[0].appears == "yes" and "-0.3" in reduction[0].numbers
+    assert len(table) == 4 + 4 and set(table["compared at"]) == {"equal ID gain", "same LR"}
+    reduction = {f.effect: f for f in findings if "forgets less" in f.effect}
+    equal = reduction["replay 0.05 forgets less than plain SFT (equal ID gain)"]
+    assert equal.appears == "yes" and "-0.3" in equal.numbers
+    assert "ID gain minus plain SFT's: +0" in reduction["replay 0.05 forgets less than plain SFT (same LR)"].numbers
