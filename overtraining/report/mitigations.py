@@ -312,7 +312,7 @@ def u_findings(df: pd.DataFrame, metric: str) -> list[Finding]:
     tests = {k: u_test(t, v, lower, base_t, base_v) for k, (t, v) in curves.items()}
     out = []
     for (label, lr), u in tests.items():
-        if label == BASELINE:
+        if label in (BASELINE, "wise"):  # a wise cell's own fine-tuned model is plain SFT: its alphas count
             continue
         f = u_finding(u, f"fine-tuned {what} with {label} (LR {format_lr(lr)})", f"base {what}")
         ref = tests.get((BASELINE, lr))

@@ -76,7 +76,14 @@ def test_report_draws_the_frontier(sweep, tmp_path):
     cells = pd.read_csv(tmp_path / "report" / "cells.csv")
     assert sorted(cells["mitigation"]) == ["ewc 0.01", "l2 0.01", "none", "replay 0.05", "sam 0.05", "wise"]
     findings = pd.read_csv(tmp_path / "report" / "findings.csv")
-    assert findings["effect"].str.contains("removes the U-shape").sum() == 5 + 1  # 5 mitigations + wise alpha=0.5
+    removes = findings.loc[findings["effect"].str.contains("removes the U-shape"), "effect"]
+    assert sorted(e.split(" removes")[0] for e in removes) == [
+        "ewc 0.01",
+        "l2 0.01",
+        "replay 0.05",
+        "sam 0.05",
+        "wise alpha=0.5",  # alpha 0 is the base model, alpha 1 plain SFT
+    ]
     assert findings["effect"].str.contains("forgets less than plain SFT").sum() == 5
     page = html.read_text()
     assert "Learning-forgetting frontier per mitigation" in page and "ewc 0.01" in page
