@@ -18,8 +18,11 @@ extrapolation):
 
     delta = forgetting_m - forgetting_none(ID gain_m)          (< 0: the mitigation forgets less)
 
-The per-seed deltas give a mean and a 95% t-interval. Where the baseline has one LR only (no
-line), the comparison is at the same LR instead (Welch's interval of the difference).
+The per-seed deltas give a mean and a 95% t-interval. The same comparison runs against plain
+SFT's WiSE-FT curve (a ``wise`` cell at the same checkpoint, LR and seed is plain SFT followed
+by interpolation back to the base: its alphas are a measured baseline frontier from the base
+model to plain SFT), and at the same LR (Welch's intervals of the differences of forgetting
+and of ID gain), which needs no LR grid.
 
 The U-shape verdict per mitigation reuses ``effects.u_test`` on ``ft/<ood>`` against tokens,
 per LR: a mitigation *removes* the U when the ``none`` cells at that LR show it and the
@@ -45,6 +48,7 @@ BASELINE = "none"
 ID_METRIC = "id/loss"
 WISE = re.compile(r"^wise/alpha=([^/]+)/ft/(.+)$")
 POINT_KEYS = ["mitigation", "checkpoint", "tokens", "lr", "alpha"]
+WISE_CURVE = "equal ID gain on plain SFT's WiSE curve"
 
 
 def several(df: pd.DataFrame) -> bool:
@@ -201,19 +205,22 @@ def matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
     base = frame[frame["mitigation"] == BASELINE]
     if base.empty:
         return pd.DataFrame()
+    wise = frame[frame["mitigation"] == "wise"]
+    ends = (frame["mitigation"] == "wise") & frame["alpha"].isin([0.0, 1.0])  # the base model and plain SFT
     rows = []
-    for key, g in frame[frame["mitigation"] != BASELINE].groupby(POINT_KEYS, dropna=False, sort=True):
-        _, ckpt, _, lr, _ = key
+    for key, g in frame[(frame["mitigation"] != BASELINE) & ~ends].groupby(POINT_KEYS, dropna=False, sort=True):
+        label, ckpt, _, lr, _ = key
         b = base[base["checkpoint"] == ckpt]
         row = dict(zip(POINT_KEYS, key, strict=True))
-        deltas = []
-        for _, cell in g.iterrows():
-            line = b[b["seed"] == cell["seed"]]
-            ref = baseline_forgetting_at(line["id_gain"].to_numpy(), line["forgetting"].to_numpy(), cell["id_gain"])
-            deltas.append(cell["forgetting"] - ref)
-        if np.isfinite(deltas).any():
-            iv = t_interval(deltas)
-            rows.append(row | {"how": "equal ID gain", "delta": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n})
+        lines = {"equal ID gain": lambda seed, b=b: b[b["seed"] == seed]}
+        if label != "wise":
+            w = wise[(wise["checkpoint"] == ckpt) & (wise["lr"] == lr)]
+            lines[WISE_CURVE] = lambda seed, w=w: w[w["seed"] == seed]
+        for how, line_of in lines.items():
+            deltas = [_delta_on(line_of(cell["seed"]), cell) for _, cell in g.iterrows()]
+            if np.isfinite(deltas).any():
+                iv = t_interval(deltas)
+                rows.append(row | {"how": how, "delta": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n})
         same = b[b["lr"] == lr]
         if len(same):
             d = welch(g["forgetting"].to_numpy(float), same["forgetting"].to_numpy(float), "less")
@@ -224,6 +231,12 @@ def matched_forgetting(frame: pd.DataFrame) -> pd.DataFrame:
                 | {"gain_delta": gain.diff, "gain_lo": gain.lo, "gain_hi": gain.hi}
             )
     return pd.DataFrame(rows)
+
+
+def _delta_on(line: pd.DataFrame, cell: pd.Series) -> float:
+    """``cell``'s forgetting minus ``line``'s (points joined in ID-gain order) at the cell's ID gain."""
+    ref = baseline_forgetting_at(line["id_gain"].to_numpy(), line["forgetting"].to_numpy(), cell["id_gain"])
+    return float(cell["forgetting"] - ref)
 
 
 def matched_table(matched: pd.DataFrame) -> pd.DataFrame:
@@ -258,7 +271,8 @@ def reduction_findings(matched: pd.DataFrame, metric: str) -> list[Finding]:
     """Per mitigation and comparison: does it forget less than plain SFT? (pooled over checkpoints and LRs).
 
     The pooled quantity is the mean of the per-point deltas (each point: a checkpoint and LR,
-    already a mean over seeds) with a t-interval over points; at the same LR the ID gain's
+    already a mean over seeds) with a t-interval over points (with one point: that point's
+    own 95% interval over seeds); at the same LR the ID gain's
     change is reported beside it (a mitigation that forgets less by learning less is not a
     free lunch).
     """
@@ -268,21 +282,28 @@ def reduction_findings(matched: pd.DataFrame, metric: str) -> list[Finding]:
         iv = t_interval(g["delta"].to_numpy(float))
         if iv.n == 0:
             continue
+        if iv.n == 1:  # one point: its own interval over seeds
+            iv = Interval(iv.mean, float(g["lo"].iloc[0]), float(g["hi"].iloc[0]), 1)
         effect = f"{label} forgets less than plain SFT ({how})"
         if np.isfinite(iv.hi) and iv.hi < 0:
             appears = "yes"
         elif np.isfinite(iv.lo) and iv.lo > 0:
             appears = "reversed: forgets more"
         else:
-            appears = "not clearly" if iv.n > 1 else "single point, untested"
-        numbers = f"forgetting of {what} minus plain SFT's: {iv.mean:+.3g} (mean over {iv.n} point(s))"
+            appears = "not clearly" if np.isfinite(iv.lo) else "untested (one seed)"
+        below = int((g["hi"] < 0).sum())
+        numbers = (
+            f"forgetting of {what} minus plain SFT's: {iv.mean:+.3g} (mean over {len(g)} point(s); "
+            f"{below} of them below 0 at 95% over seeds)"
+        )
         if how == "same LR" and "gain_delta" in g:
             gain = t_interval(g["gain_delta"].to_numpy(float))
             numbers += f"; ID gain minus plain SFT's: {gain.text('+.3g')}"
         interval = f"{iv.lo:+.3g} .. {iv.hi:+.3g}" if np.isfinite(iv.lo) else ""
+        over = "over points" if len(g) > 1 else "over seeds"
         sentence = (
             f"With {label}, forgetting of {what} differs from plain SFT's at {how} by {iv.mean:+.3g}"
-            + (f" (95% t-interval over points {interval})" if interval else "")
+            + (f" (95% interval {over} {interval})" if interval else "")
             + f": {appears}."
         )
         seeds = f"{int(g['n'].min())}-{int(g['n'].max())}" if g["n"].nunique() > 1 else str(int(g["n"].iloc[0]))
