@@ -45,7 +45,7 @@ from pathlib import Path
 
 import yaml
 
-from overtraining.config import EMBEDDED_BUDGETS, CheckpointConfig, parse_token_label
+from overtraining.config import EMBEDDED_BUDGETS, CheckpointConfig, parse_token_label, suggest
 from overtraining.files import atomic_write_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -181,8 +181,7 @@ def hub_family(name: str) -> Family:
     fams = hub_families()
     if name in fams:
         return fams[name]
-    near = difflib.get_close_matches(name, known_families(), n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else f"; known: {', '.join(known_families())}"
+    hint = suggest(name, known_families()) or f"; known: {', '.join(known_families())}"
     raise UnknownCheckpointError(f"unknown checkpoint family {name!r}{hint}")
 
 
