@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from overtraining.report import style
-from overtraining.report.effects import u_finding, u_test
+from overtraining.report.effects import UShape, u_finding, u_test
 from overtraining.report.findings import Finding
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
 from overtraining.report.seeds import Interval, base_replicas, t_interval, welch
@@ -311,6 +311,31 @@ def reduction_findings(matched: pd.DataFrame, metric: str) -> list[Finding]:
     return out
 
 
+def removal(baseline: UShape | None, u: UShape) -> str:
+    """Whether a mitigation removes plain SFT's U-shape, from the two ``u_test`` verdicts.
+
+    ``yes`` needs plain SFT's U at that LR and, with the mitigation, either the best budget
+    at the largest one or no rise beyond noise after the best budget. A curve that is best at
+    the smallest budget and rises from there has no U, but more pretraining only hurts: that
+    is ``no``, not a removal.
+    """
+    if baseline is None:
+        return "no baseline (none) at this LR"
+    if "too few budgets" in (baseline.verdict, u.verdict):
+        return "cannot be judged"
+    if baseline.verdict != "appears":
+        return "no U to remove (plain SFT shows none)"
+    if u.verdict == "appears":
+        return "no"
+    if u.verdict == "edge" and u.best == 0 and u.rises:
+        return "no (worse with every budget from the smallest)"
+    if u.verdict == "edge" and u.best > 0:
+        return "yes (best at the largest budget)"
+    if u.verdict == "base stopped":
+        return "no U (the base model also stopped improving)"
+    return "yes (no rise beyond noise after the best budget)"
+
+
 def u_findings(df: pd.DataFrame, metric: str) -> list[Finding]:
     """Per mitigation and LR: the U-shape of ``ft/<metric>`` and whether the mitigation removes it.
 
@@ -336,15 +361,7 @@ def u_findings(df: pd.DataFrame, metric: str) -> list[Finding]:
         if label in (BASELINE, "wise"):  # a wise cell's own fine-tuned model is plain SFT: its alphas count
             continue
         f = u_finding(u, f"fine-tuned {what} with {label} (LR {format_lr(lr)})", f"base {what}")
-        ref = tests.get((BASELINE, lr))
-        if ref is None:
-            verdict = "no baseline (none) at this LR"
-        elif "too few budgets" in (ref.verdict, u.verdict):
-            verdict = "cannot be judged"
-        elif ref.verdict != "appears":
-            verdict = "no U to remove (plain SFT shows none)"
-        else:
-            verdict = "yes" if u.verdict != "appears" else "no"
+        verdict = removal(tests.get((BASELINE, lr)), u)
         effect = f"{label} removes the U-shape of fine-tuned {what} (LR {format_lr(lr)})"
         sentence = f"{effect}: {verdict}. {f.sentence}"
         out.append(Finding(effect, verdict, f"{u.verdict}: {f.numbers}", f.interval, f.seeds, sentence))

@@ -105,7 +105,11 @@ def test_u_shape_removed_by_a_mitigation():
             rows.append(_cell("sam 0.05", tokens, 1e-2, seed, 2.0, 1.5, 0.5, mitigated + noise))
     df = pd.DataFrame(rows)
     (finding,) = u_findings(df, M)
-    assert finding.effect.startswith("sam 0.05 removes the U-shape") and finding.appears == "yes"
+    assert finding.effect.startswith("sam 0.05 removes the U-shape")
+    assert finding.appears == "yes (best at the largest budget)"
+    worse = df.copy()  # with the mitigation, worse with every budget: no U, but not a removal
+    worse.loc[worse["mitigation"] == "sam 0.05", f"ft/{M}"] += worse["tokens"] / 1e6
+    assert u_findings(worse, M)[0].appears == "no (worse with every budget from the smallest)"
     flipped = df.assign(mitigation=df["mitigation"].map({"none": "sam 0.05", "sam 0.05": "none"}))
     assert u_findings(flipped, M)[0].appears == "no U to remove (plain SFT shows none)"
     assert set(baseline_cells(df)["mitigation"]) == {"none"}
