@@ -158,14 +158,16 @@ def frontier_figure(points: pd.DataFrame, metric: str, id_metric: str, out: Path
                     marker="s" if label == BASELINE else "o",
                     linestyle="--" if label == "wise" else "-",
                     capsize=2,
-                    markersize=4,
+                    markersize=8 if label == BASELINE else 4,
+                    markeredgecolor="black" if label == BASELINE else None,
                     linewidth=1.4,
+                    zorder=4 if label == BASELINE else 2,  # on top of wise's alpha = 1, the same model
                     label=label if i == 0 else None,
                 )
         ax.set_title(f"{ck['checkpoint'].split('/')[-1]} ({format_tokens(ck['tokens'])} tokens)", fontsize=10)
         ax.set_xlabel(f"forgetting: {metric_label(metric)} rise")
         ax.set_ylabel(f"ID gain: {metric_label(id_metric)} drop")
-        style.legend(ax, "mitigation")
+    style.legend(axes[len(ckpts) - 1], "mitigation")
     return style.save(fig, out, "mitigation_frontier.png", "Learning-forgetting frontier per mitigation")
 
 
