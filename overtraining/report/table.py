@@ -205,7 +205,11 @@ def groups_display(groups: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame
     """
     if groups.empty:
         return groups
-    keep = [c for c in ("branch", "checkpoint", "tokens", "lr", "n_seeds", "seeds", "target_reached") if c in groups]
+    keep = [
+        c
+        for c in ("branch", "checkpoint", "tokens", "lr", "mitigation", "n_seeds", "seeds", "target_reached")
+        if c in groups
+    ]
     out = groups[keep].copy()
     for col in columns:
         if col in groups.columns and groups[col].notna().any():

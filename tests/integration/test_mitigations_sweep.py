@@ -75,6 +75,8 @@ def test_report_draws_the_frontier(sweep, tmp_path):
     assert (tmp_path / "report" / "mitigation_frontier.png").exists()
     cells = pd.read_csv(tmp_path / "report" / "cells.csv")
     assert sorted(cells["mitigation"]) == ["ewc 0.01", "l2 0.01", "none", "replay 0.05", "sam 0.05", "wise"]
+    groups = pd.read_csv(tmp_path / "report" / "groups.csv")
+    assert sorted(groups["mitigation"]) == sorted(cells["mitigation"])  # one replica group per mitigation
     findings = pd.read_csv(tmp_path / "report" / "findings.csv")
     removes = findings.loc[findings["effect"].str.contains("removes the U-shape"), "effect"]
     assert sorted(e.split(" removes")[0] for e in removes) == [

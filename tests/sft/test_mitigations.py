@@ -187,3 +187,18 @@ def test_fisher_cache_computes_once(tmp_path):
     second, hit2 = mit.cached_fisher(tmp_path / "f.pt", compute)
     assert (hit1, hit2, len(calls)) == (False, True, 1)
     assert torch.equal(second["w"], first["w"])
+
+
+def test_sam_with_lora_moves_only_the_adapters(tmp_path):
+    tok = byte_tokenizer()
+    data = load_sft_data(SFTDataConfig(num_train=16, num_heldout=2, max_length=128), tok)
+    model = build_tiny_model(TINY, 0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = TrainerConfig(method="lora", max_steps=3, batch_size=4, probe_every=0, checkpoint_every=0, device="cpu")
+    sam = mit.SFTMitigation("sam", 0.05)
+    out = finetune(model, tok, data, 3e-3, LRScheduleConfig(), cfg, tmp_path, mitigation=sam)
+    assert out.status == "completed" and out.history[-1]["loss"] < out.history[0]["loss"]
+    base = dict(out.model.get_base_model().named_parameters())
+    for name, p in before.items():  # SAM's ascent is undone exactly; frozen weights never move
+        lora_name = name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(base.get(name, base.get(lora_name)), p), name
