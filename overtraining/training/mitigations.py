@@ -226,7 +226,7 @@ def interpolate_state(
 # ---------------------------------------------------------------------------- the loop's view
 @dataclass
 class SFTMitigation:
-    """What the SFT loop applies (``build`` in the cell; ``NONE`` for plain SFT).
+    """What the SFT loop applies (``overtraining.cell.build_mitigation``; the default: plain SFT).
 
     Attributes:
         name: none | replay | l2 | ewc | sam | wise (wise acts after SFT, not here).
@@ -273,6 +273,3 @@ class SFTMitigation:
         """The L2-SP or EWC penalty of ``model``'s parameters (``penalty``)."""
         weights = self.fisher if self.name == "ewc" else None
         return penalty(model.named_parameters(), self.anchor, self.strength, weights)
-
-
-NONE = SFTMitigation()
