@@ -7,8 +7,12 @@
    not on disk), load tokenizer, model, SFT data, corpus and the geometry batches;
 2. ``measure_base``: the eval group's metrics and the sharpness group's probes of the base
    model, from the base-evaluation cache when another cell already paid for them;
-3. ``fine_tune``: SFT with trajectory probes (resumable; divergence is an outcome);
+3. ``fine_tune``: SFT with trajectory probes (resumable; divergence is an outcome), with
+   the ``mitigation`` group's replay, L2-SP, EWC or SAM applied in every update
+   (``build_mitigation``; the EWC Fisher is cached per checkpoint like the base evaluation);
 4. ``measure_finetuned``: the same evaluation of the fine-tuned model, in the same dtype;
+   with ``mitigation=wise`` also every weight interpolation base -> fine-tuned
+   (``measure_wise``, metrics ``wise/alpha=<a>/...``);
 5. ``measure_change``: update size, representation drift and the loss landscape between
    the base weights (a CPU copy) and the fine-tuned ones (LoRA adapters merged);
 6. ``finish``: ``record.json`` (atomic) and the W&B summary.
@@ -20,17 +24,19 @@ in one place, ``CellRecord.add``; each stage's module owns its metric names.
 from __future__ import annotations
 
 import copy
+import hashlib
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from overtraining import runtime
 from overtraining.checkpoints import ResolvedCheckpoint, resolve, weights_identity
 from overtraining.config import CellConfig
-from overtraining.data.corpus import Corpus, build_embedded_corpus
+from overtraining.data.corpus import Corpus, build_embedded_corpus, hub_corpus
 from overtraining.data.sft_data import SFTData, load_sft_data, score_fn
 from overtraining.evaluation.cache import EVAL_CODE_VERSION, BaseEvalCache, content_hash
 from overtraining.evaluation.embedded_tasks import TASKS_VERSION
@@ -41,10 +47,13 @@ from overtraining.geometry.measure import geometry_batches, measure_checkpoint, 
 from overtraining.models import load_model, load_tokenizer, torch_dtype
 from overtraining.results import CellRecord, cell_id, provenance, read_record, write_record
 from overtraining.tracking import MetricsSink, NullSink, make_sink, run_id_for
+from overtraining.training import mitigations as mit
+from overtraining.training.lm_data import fixed_batches
 from overtraining.training.sft import SFTOutcome, finetune, lora_config
 
 CODE_VERSION = "cell-v2"  # bump when a change invalidates cached base evaluations
 PROBE_CHARS = 40_000  # characters of the probe text scored along the SFT trajectory
+MITIGATION_CHARS = 1_000_000  # characters of pretraining-like text for replay and the Fisher
 
 
 @dataclass
@@ -82,9 +91,10 @@ def run_cell(cfg: CellConfig, run_dir: Path, group: str = "single") -> CellRecor
             record.status = "completed"
             record.notes.append("probe-only cell (trainer.max_steps=0): base measurements only")
             return finish(record, run_dir, sink, setup, started)
+        mitigation = timed(record, "mitigation_s", build_mitigation, cfg, setup, record)
         base_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
         sink = open_sink(cfg, record, run_dir, group)
-        outcome = timed(record, "sft_s", fine_tune, cfg, setup, run_dir, sink)
+        outcome = timed(record, "sft_s", fine_tune, cfg, setup, run_dir, sink, mitigation)
         if not runtime.is_rank0():
             return None
         record.add_sft(outcome)
@@ -93,6 +103,8 @@ def run_cell(cfg: CellConfig, run_dir: Path, group: str = "single") -> CellRecor
         ft = timed(record, "ft_eval_s", measure_finetuned, cfg, setup, outcome.model)
         record.add("ft", ft)
         record.add("", forgetting(base, ft))
+        if cfg.mitigation.name == "wise":
+            record.add("", timed(record, "wise_s", measure_wise, cfg, setup, outcome.model, base_state, base, ft))
         if cfg.trainer.keep_model:
             outcome.model.save_pretrained(run_dir / "model")
             setup.tokenizer.save_pretrained(run_dir / "model")
@@ -171,8 +183,75 @@ def measure_base(cfg: CellConfig, setup: Setup, record: CellRecord) -> dict:
     return evaluation | geometry
 
 
-def fine_tune(cfg: CellConfig, setup: Setup, run_dir: Path, sink: MetricsSink) -> SFTOutcome:
-    """SFT of the loaded model, probing the OOD loss along the way."""
+def build_mitigation(cfg: CellConfig, setup: Setup, record: CellRecord) -> mit.SFTMitigation | None:
+    """What the SFT loop applies for the ``mitigation`` group (None for none and wise).
+
+    Replay cuts its rows from pretraining-like text (``mitigation_tokens``); EWC's diagonal
+    Fisher of the base model on that text is read from ``<cache_dir>/fisher/`` when another
+    cell of the same checkpoint and settings already computed it.
+    """
+    m = cfg.mitigation
+    if m.name in ("none", "wise"):
+        return None
+    if m.name in ("l2", "sam"):
+        return mit.SFTMitigation(m.name, m.strength)
+    tokens = mitigation_tokens(cfg, setup)
+    if m.name == "replay":
+        return mit.SFTMitigation("replay", m.strength, replay_tokens=tokens, seq_len=m.seq_len, seed=cfg.trainer.seed)
+
+    def compute() -> dict:
+        batches = fixed_batches(tokens, m.fisher_batches, m.batch_size, m.seq_len)
+        return mit.diagonal_fisher(setup.model, batches, m.fisher_normalize)
+
+    key = {
+        "weights": weights_identity(setup.ckpt),
+        "text": hashlib.sha256(tokens.tobytes()).hexdigest(),
+        "settings": [m.fisher_batches, m.batch_size, m.seq_len, m.fisher_normalize],
+        "dtype": str(setup.dtype),
+        "device": setup.device.type,
+        "code": mit.FISHER_CODE_VERSION,
+    }
+    path = Path(cfg.cache_dir) / "fisher" / f"{content_hash(key)}.pt"
+    fisher, hit = mit.cached_fisher(path, compute)
+    record.notes.append("EWC Fisher: " + ("cache hit" if hit else "computed"))
+    return mit.SFTMitigation("ewc", m.strength, fisher=fisher)
+
+
+def mitigation_tokens(cfg: CellConfig, setup: Setup) -> np.ndarray:
+    """Pretraining-like text for replay and the Fisher, tokenized: the embedded corpus's train
+    split (the project's own and local checkpoints) or ``mitigation.hub_corpus`` (Hub ones),
+    ``MITIGATION_CHARS`` characters sampled in 64 evenly spaced pieces."""
+    source = cfg.mitigation.replay_source
+    if source == "auto":
+        source = "embedded" if setup.ckpt.local else "hub"
+    if source == "embedded":
+        text = setup.corpus.text("train")
+    else:
+        text = hub_train_text(cfg.mitigation.hub_corpus, cfg.cache_dir)
+    text = spaced_sample(text, MITIGATION_CHARS)
+    return np.asarray(setup.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+
+def hub_train_text(name: str, cache_dir: str) -> str:
+    """The train split of a Hub text data set, from ``<cache_dir>/corpus/`` once another cell streamed it."""
+    path = Path(cache_dir) / "corpus" / name.replace("/", "--") / "train.txt"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    return hub_corpus(name, cache_dir).text("train")
+
+
+def spaced_sample(text: str, chars: int, pieces: int = 64) -> str:
+    """``text`` itself when short enough, else ``pieces`` evenly spaced slices of ``chars // pieces``."""
+    if len(text) <= chars:
+        return text
+    stride, width = len(text) // pieces, chars // pieces
+    return "\n\n".join(text[i * stride : i * stride + width] for i in range(pieces))
+
+
+def fine_tune(
+    cfg: CellConfig, setup: Setup, run_dir: Path, sink: MetricsSink, mitigation: mit.SFTMitigation | None = None
+) -> SFTOutcome:
+    """SFT of the loaded model (with the mitigation, if any), probing the OOD loss along the way."""
 
     def probe(model: torch.nn.Module) -> dict:
         ppl = perplexity(model, setup.tokenizer, setup.probe_text, cfg.sharpness.seq_len, 8192, batch_size=8)
@@ -189,6 +268,7 @@ def fine_tune(cfg: CellConfig, setup: Setup, run_dir: Path, sink: MetricsSink) -
         probe=probe,
         on_step=lambda row: sink.log(row, step=row.get("step")),
         identity=sft_identity(cfg, setup),
+        mitigation=mitigation,
     )
     outcome.model.to(setup.dtype)  # the base model was evaluated in this dtype too
     return outcome
@@ -200,6 +280,32 @@ def measure_finetuned(cfg: CellConfig, setup: Setup, model: torch.nn.Module) -> 
     if cfg.sharpness.on_finetuned:
         metrics |= measure_checkpoint(model, setup.geo_batches, cfg.sharpness)
     return metrics
+
+
+def measure_wise(cfg: CellConfig, setup: Setup, model: torch.nn.Module, base_state: dict, base: dict, ft: dict) -> dict:
+    """WiSE-FT: the eval group at every ``theta_base + alpha (theta_ft - theta_base)``, alpha in ``mitigation.alphas``.
+
+    Returns ``wise/alpha=<a>/ft/<metric>`` and ``wise/alpha=<a>/forget/<metric>`` (base
+    minus interpolated, signed as ``forget/``). alpha = 0 is the base model bit for bit and
+    alpha = 1 the fine-tuned one (``interpolate_state``), so their metrics are the cell's
+    ``base/`` and ``ft/`` ones rather than a second evaluation.
+    """
+    if hasattr(model, "merge_and_unload"):  # a PeftModel: interpolate towards the merged weights
+        model = copy.deepcopy(model).merge_and_unload()
+    ft_state = {k: v.detach() for k, v in model.state_dict().items()}
+    work = copy.deepcopy(model)
+    out: dict = {}
+    for alpha in cfg.mitigation.alphas:
+        if alpha in (0.0, 1.0):
+            metrics = {k: (base if alpha == 0 else ft)[k] for k in ft if k in base}
+        else:
+            work.load_state_dict(mit.interpolate_state(base_state, ft_state, alpha))
+            metrics = evaluate(cfg, setup, work)
+        tag = f"wise/alpha={alpha:g}"
+        out |= {f"{tag}/ft/{k}": v for k, v in metrics.items()}
+        out |= {f"{tag}/{k}": v for k, v in forgetting(base, metrics).items()}
+    del work
+    return out
 
 
 def measure_change(cfg: CellConfig, setup: Setup, model: torch.nn.Module, base_state: dict) -> dict:
@@ -297,6 +403,7 @@ def sft_identity(cfg: CellConfig, setup: Setup) -> dict:
         "weights": weights_identity(setup.ckpt),
         "data": content_hash([ex["input_ids"] for ex in setup.data.train]),
         "seed": cfg.trainer.seed,
+        "mitigation": asdict(cfg.mitigation),
     }
 
 

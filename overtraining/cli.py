@@ -27,6 +27,7 @@ from overtraining.config import (
     GeometryConfig,
     LoggerConfig,
     LRScheduleConfig,
+    MitigationConfig,
     ModelConfig,
     PretrainConfig,
     SFTDataConfig,
@@ -69,6 +70,7 @@ def register_schemas(argv: list[str] | None = None) -> None:
         ("trainer", TrainerConfig),
         ("sharpness", GeometryConfig),
         ("logger", LoggerConfig),
+        ("mitigation", MitigationConfig),
     ):
         cs.store(group=group, name=f"{group}_schema", node=node)
     text = " ".join(sys.argv[1:] if argv is None else argv)

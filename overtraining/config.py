@@ -13,7 +13,8 @@ Groups mirror modules: ``model`` -> overtraining/models.py, ``checkpoint`` ->
 overtraining/checkpoints.py, ``sft_data`` -> overtraining/data/sft_data.py, ``lr_schedule``
 -> overtraining/training/schedules.py, ``trainer`` -> overtraining/training/sft.py, ``eval``
 -> overtraining/evaluation/, ``sharpness`` -> overtraining/geometry/, ``logger`` ->
-overtraining/tracking.py, ``pretrain`` -> overtraining/pretrain.py.
+overtraining/tracking.py, ``pretrain`` -> overtraining/pretrain.py, ``mitigation`` ->
+overtraining/training/mitigations.py.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ DS_PRESETS = ("zero0", "zero2", "zero3")
 LOGGER_KINDS = ("wandb", "none")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 CORPUS_SOURCES = ("embedded", "local", "hub")
+# SFT mitigations of forgetting (``mitigation`` group; docs/mitigations.md).
+MITIGATIONS = ("none", "replay", "l2", "ewc", "sam", "wise")
+REPLAY_SOURCES = ("auto", "embedded", "hub")
 # The embedded trajectory's default token budgets (PretrainConfig.budgets).
 EMBEDDED_BUDGETS = ("250K", "500K", "1M", "2M", "4M")
 # The standard suite (Springer et al.'s zero-shot benchmarks), as lm-eval names them.
@@ -556,6 +560,68 @@ class PretrainConfig:
 
 
 @dataclass
+class MitigationConfig:
+    """One mitigation of forgetting applied in SFT (``mitigation`` group; docs/mitigations.md).
+
+    Attributes:
+        name: none | replay | l2 | ewc | sam | wise.
+        strength: the mitigation's knob: replay: the fraction f of every update's trained
+            tokens that are pretraining-like text (0 <= f < 1); l2: lambda of
+            lambda * ||theta - theta_base||^2; ewc: lambda of
+            lambda * sum_i F_i (theta_i - theta_base,i)^2; sam: the ascent radius rho.
+            none and wise take no strength (0).
+        alphas: wise only: the interpolation grid theta_base + alpha (theta_ft - theta_base),
+            each alpha evaluated with the cell's eval group.
+        fisher_batches: ewc only: batches of pretraining-like text the diagonal Fisher averages.
+        fisher_normalize: ewc only: divide F by its mean over all parameters, so that a
+            lambda weighs the average parameter as L2-SP's does.
+        batch_size: sequences per Fisher batch.
+        seq_len: tokens per replay row and per Fisher sequence.
+        replay_source: the pretraining-like text of replay and of the Fisher: auto (the
+            embedded corpus's train split for the project's own and local checkpoints,
+            ``hub_corpus`` for Hub checkpoints) | embedded | hub.
+        hub_corpus: a Hub data set with a ``text`` column (replay_source hub, or auto with a
+            Hub checkpoint); NeelNanda/pile-10k is a 10K-document sample of the Pile, the
+            pretraining data of Pythia.
+    """
+
+    name: str = "none"
+    strength: float = 0.0
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    fisher_batches: int = 8
+    fisher_normalize: bool = True
+    batch_size: int = 8
+    seq_len: int = 128
+    replay_source: str = "auto"
+    hub_corpus: str = "NeelNanda/pile-10k"
+
+    def __post_init__(self) -> None:
+        check_choice("mitigation.name", self.name, MITIGATIONS)
+        check_choice("mitigation.replay_source", self.replay_source, REPLAY_SOURCES)
+        check_range("mitigation.fisher_batches", self.fisher_batches, 1, example=8)
+        check_range("mitigation.batch_size", self.batch_size, 1, example=8)
+        check_range("mitigation.seq_len", self.seq_len, 2, example=128)
+        for alpha in self.alphas:
+            check_range("mitigation.alphas entry", alpha, 0, 1, example="[0,0.5,1]")
+        if self.name in ("none", "wise") and self.strength != 0:
+            raise ConfigError(
+                f"mitigation.strength={self.strength} means nothing for mitigation={self.name}: "
+                f"drop it (sweep strengths per mitigation, e.g. -m mitigation=l2 mitigation.strength=0.01,0.1)"
+            )
+        if self.name == "replay":
+            check_range("mitigation.strength", self.strength, 0, 0.99, example=0.05)
+        elif self.name in ("l2", "ewc", "sam"):
+            check_range("mitigation.strength", self.strength, 0, example={"sam": 0.05}.get(self.name, 0.1))
+        if self.name == "wise" and not self.alphas:
+            raise ConfigError("mitigation.alphas is empty: pass e.g. mitigation.alphas=[0,0.25,0.5,0.75,1]")
+
+    @property
+    def label(self) -> str:
+        """``none``, ``wise`` or ``<name> <strength>`` (e.g. ``replay 0.05``), for records and the report."""
+        return self.name if self.name in ("none", "wise") else f"{self.name} {self.strength:g}"
+
+
+@dataclass
 class LaunchConfig:
     """How a sweep runs its cells (not part of a cell's identity)."""
 
@@ -585,6 +651,7 @@ class CellConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     lr: float = 1e-3
     seed: int = 0
     cache_dir: str = ".cache/overtraining"
@@ -597,6 +664,7 @@ class CellConfig:
         for group in (self.trainer, self.sharpness, self.sft_data):
             if group.seed is None:
                 group.seed = self.seed
+        check_mitigation(self.mitigation, self.trainer)
 
     def seeds(self) -> dict[str, int]:
         """Every seed the cell uses, for the record."""
@@ -607,3 +675,42 @@ class CellConfig:
             "sft_data.seed": self.sft_data.seed,
             "pretrain.seed": self.pretrain.seed,
         }
+
+
+def check_mitigation(m: MitigationConfig, trainer: TrainerConfig) -> None:
+    """Refuses a mitigation that cannot run with this trainer, before any work, with the reason.
+
+    - l2 / ewc with ``trainer.method=lora``: LoRA trains adapters and never moves the base
+      weights, so theta - theta_base is not a parameter the penalty could pull back;
+    - l2 / ewc with ZeRO-3: each rank holds a shard of theta, the penalty needs all of it;
+    - sam with DeepSpeed: the two-pass step reads the full gradient between backward and
+      step, which ZeRO reduces and partitions inside its own step.
+    """
+    ds = trainer.deepspeed
+    zero3 = ds == "zero3" or (ds.endswith(".json") and _zero_stage(Path(ds)) == 3)
+    if m.name in ("l2", "ewc") and trainer.method == "lora":
+        raise ConfigError(
+            f"mitigation={m.name} with trainer.method=lora is meaningless: LoRA leaves the base weights where they "
+            "are, so there is no theta - theta_base to penalise; use trainer.method=full (LoRA is its own mitigation)"
+        )
+    if m.name in ("l2", "ewc") and zero3:
+        raise ConfigError(
+            f"mitigation={m.name} with ZeRO-3 is not supported: the penalty needs every parameter, which ZeRO-3 "
+            "shards over ranks; use trainer.deepspeed=zero2"
+        )
+    if m.name == "sam" and ds:
+        raise ConfigError(
+            "mitigation=sam with trainer.deepspeed is not supported: SAM's two-pass step needs the full gradient "
+            "between backward and step, which DeepSpeed reduces and partitions inside its own step; use the plain "
+            "trainer (trainer=cpu or trainer=gpu)"
+        )
+
+
+def _zero_stage(path: Path) -> int | None:
+    """The ZeRO stage of a DeepSpeed JSON file (None when unreadable)."""
+    import json
+
+    try:
+        return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None

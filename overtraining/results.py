@@ -80,6 +80,7 @@ class CellRecord:
                 "target_reached_step": outcome.target_reached_step,
                 "resumed_from": outcome.resumed_from,
                 "final_loss": outcome.history[-1]["loss"] if outcome.history else None,
+                **getattr(outcome, "metrics", {}),
             },
         )
         if outcome.resumed_from:

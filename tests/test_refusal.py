@@ -86,6 +86,13 @@ BATTERY: list[tuple[list[str], str]] = [
     (["pretrain.budgets=[]"], "pretrain.budgets"),
     (["pretrain.budgets=[1M,lots]"], "lots"),
     (["hydra.run.dir=/proc/forbidden"], "hydra.run.dir"),
+    (["mitigation=repaly"], "replay"),
+    (["mitigation=l2", "trainer=lora"], "trainer.method=lora"),
+    (["mitigation=ewc", "trainer=deepspeed_zero3"], "ZeRO-3"),
+    (["mitigation=sam", "trainer=deepspeed_zero2"], "mitigation=sam"),
+    (["mitigation=replay", "mitigation.strength=1"], "mitigation.strength"),
+    (["mitigation=none", "mitigation.strength=0.1"], "mitigation.strength"),
+    (["mitigation=wise", "mitigation.alphas=[0,1.5]"], "mitigation.alphas"),
 ]
 
 

@@ -28,6 +28,7 @@ from overtraining.report.labels import (
     metric_label,
     pick_metric,
 )
+from overtraining.report.mitigations import baseline_cells, mitigation_report, several
 from overtraining.report.seeds import aggregate, seeds_text
 from overtraining.report.table import (
     curve_frame,
@@ -254,8 +255,13 @@ def build_report(
     write_table(df, out)
     groups = aggregate(good, metric_columns(good))
     groups.to_csv(out / "groups.csv", index=False)
-    figs = draw_figures(records, good, m, id_col, out, sft_loss)
-    findings = all_findings(good, m, id_col, n_boot, seed)
+    plain = baseline_cells(good)  # with mitigations mixed, the sweep-wide figures use plain SFT's cells
+    plain_records = [r for r in records if r.cell_id in set(plain["cell_id"])] if several(good) else records
+    figs = draw_figures(plain_records, plain, m, id_col, out, sft_loss)
+    findings = all_findings(plain, m, id_col, n_boot, seed)
+    mit_figs, mit_findings = mitigation_report(good, m, out)
+    figs += [Figure(*spec) for spec in mit_figs]
+    findings += mit_findings
     table = findings_frame(findings)
     table.to_csv(out / "findings.csv", index=False)
     shown = [c for c in (f"ft/{m}", f"base/{m}", f"forget/{m}", id_col, "update/rel_norm") if c and m]
@@ -273,6 +279,14 @@ def build_report(
         + (f"{seeds_text(groups['n_seeds'].tolist())}." if len(groups) else "none."),
         f"OOD metric: ft/{m}; ID metric: {id_col}."
         + "".join(f" Not used: ft/{c} (the same in every cell)." for c in constant if c != id_m),
+        *(
+            [
+                f"Mitigations: {', '.join(sorted(df['mitigation'].unique()))}; the figures and findings before "
+                "the frontier use the plain-SFT (none) cells only (see docs/mitigations.md)."
+            ]
+            if several(good)
+            else []
+        ),
         f"Generated {time.strftime('%Y-%m-%d %H:%M')}; tables: cells.csv, cells.parquet, groups.csv, findings.csv.",
     ]
     html = write_html(

@@ -28,7 +28,7 @@ from overtraining.results import CellRecord
 CONFIDENCE = 0.95
 SEED_KEYS = ("seed", "trainer.seed", "sharpness.seed")
 NON_SCIENCE_KEYS = ("sweep_name", "cache_dir", "experiment", "logger", "launch", "paths", "hydra")
-GROUP_FACTS = ("group", "branch", "checkpoint", "tokens", "lr", "schedule", "sft_data")
+GROUP_FACTS = ("group", "branch", "checkpoint", "tokens", "lr", "schedule", "sft_data", "mitigation")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,7 +5,8 @@ The cell table's columns: the record's facts (``cell_id``, ``status``, ``checkpo
 (``lr_schedule``), the pretraining ``branch`` (the schedule the checkpoint was pretrained
 with, ``+ cooldown`` for annealed branches), the replica ``group`` (cells that differ only in
 their seeds share it, see ``overtraining.report.seeds``), the SFT ``target_loss`` (NaN when
-unset) and ``target_reached`` (True/False; empty when no target was set), then every metric
+unset), ``target_reached`` (True/False; empty when no target was set) and ``mitigation``
+(``mitigation_label``: ``none``, ``replay 0.05``, ``wise``, ``lora``, ...), then every metric
 name as its own column (NaN where a cell lacks it). ``cells.csv`` and ``cells.parquet`` hold
 the same table; ``groups.csv`` holds one row per replica group (mean and 95% interval).
 """
@@ -24,8 +25,8 @@ from overtraining.report.seeds import Interval, replica_group, t_interval
 from overtraining.results import CellRecord
 
 FACTS = ("cell_id", "status", "checkpoint", "tokens", "lr", "schedule", "sft_data", "seed")
-EXTRA_FACTS = ("lr_schedule", "branch", "group", "target_loss", "target_reached")
-METRIC_PREFIXES = ("base/", "ft/", "forget/", "drift/", "sft/", "update/", "perturb/", "sharpness/")
+EXTRA_FACTS = ("lr_schedule", "branch", "group", "target_loss", "target_reached", "mitigation")
+METRIC_PREFIXES = ("base/", "ft/", "forget/", "drift/", "sft/", "update/", "perturb/", "sharpness/", "wise/")
 # Cells whose metrics are meaningful; diverged/failed ones stay in the table, not in plots.
 GOOD_STATUSES = ("completed", "target_reached")
 
@@ -59,8 +60,24 @@ def record_row(record: CellRecord) -> dict[str, Any]:
     row["group"] = replica_group(record)
     row["target_loss"] = target_loss(record)
     row["target_reached"] = target_reached(record)
+    row["mitigation"] = mitigation_label(record.config)
     row.update({k: _number(v) for k, v in record.metrics.items()})
     return row
+
+
+def mitigation_label(config: dict[str, Any]) -> str:
+    """Which mitigation a cell ran: ``none``, ``wise``, ``<name> <strength>`` (``l2 0.1``); LoRA counts as one.
+
+    ``trainer.method=lora`` alone is ``lora``; with another mitigation, ``lora + <label>``.
+    Records older than the ``mitigation`` group are ``none`` (or ``lora``).
+    """
+    m = config.get("mitigation") if isinstance(config.get("mitigation"), dict) else {}
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    name = str(m.get("name") or "none")
+    label = name if name in ("none", "wise") else f"{name} {float(m.get('strength') or 0):g}"
+    if trainer.get("method") == "lora":
+        return "lora" if name == "none" else f"lora + {label}"
+    return label
 
 
 def target_loss(record: CellRecord) -> float:
@@ -188,7 +205,11 @@ def groups_display(groups: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame
     """
     if groups.empty:
         return groups
-    keep = [c for c in ("branch", "checkpoint", "tokens", "lr", "n_seeds", "seeds", "target_reached") if c in groups]
+    keep = [
+        c
+        for c in ("branch", "checkpoint", "tokens", "lr", "mitigation", "n_seeds", "seeds", "target_reached")
+        if c in groups
+    ]
     out = groups[keep].copy()
     for col in columns:
         if col in groups.columns and groups[col].notna().any():

@@ -60,6 +60,13 @@ from overtraining.data.chat import IGNORE_INDEX, collate
 from overtraining.data.sft_data import SFTData
 from overtraining.training import distributed
 from overtraining.training.losses import heldout_loss, token_loss
+from overtraining.training.mitigations import (
+    SFTMitigation,
+    rank_share,
+    replay_rows,
+    replay_targets,
+    sam_second_pass,
+)
 from overtraining.training.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,7 @@ class SFTOutcome:
     diverged_step: int | None
     resumed_from: int | None
     status: str
+    metrics: dict = field(default_factory=dict)  # the mitigation's facts, e.g. replay_token_fraction
 
 
 @dataclass
@@ -96,6 +104,8 @@ class _Progress:
     status: str = "running"
     tokens: int = 0
     seconds: float = 0.0
+    sft_targets: int = 0  # trained SFT tokens (targets), cumulative
+    replay_targets: int = 0  # replayed pretraining-like targets, cumulative
 
 
 def ema(prev: float | None, value: float, beta: float) -> float:
@@ -244,6 +254,7 @@ class _Context:
     meta: dict
     probe: Callable[[torch.nn.Module], dict[str, float]] | None
     sparse_logits: bool
+    mitigation: SFTMitigation = field(default_factory=SFTMitigation)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -256,12 +267,24 @@ def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["num_tokens"].sum() if "num_tokens" in batch else batch["attention_mask"].sum())
 
 
-def _forward_backward(ctx: _Context, micro_batches: list[dict]) -> tuple[float, int]:
-    """Forward and backward of one update's micro-batches: (global mean loss, global real tokens)."""
+def _forward_backward(ctx: _Context, micro_batches: list[dict], step: int = 0) -> tuple[float, int, dict]:
+    """Forward and backward of one update's micro-batches: (global mean SFT loss, global real tokens, extras).
+
+    With replay, the update's loss is ``(sum_sft nll + sum_replay nll) / (N_sft + N_replay)``;
+    with L2-SP or EWC the penalty is added to the last micro-batch's loss (once per update).
+    The extras: ``replay_loss`` (mean NLL per replayed target), ``replay_targets``,
+    ``sft_targets`` and ``penalty``, when they apply.
+    """
     local = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches]
     count, tokens = distributed.all_sum([sum(local), sum(map(_real_tokens, micro_batches))], ctx.device)
-    loss_sum = 0.0
+    m, extra = ctx.mitigation, {"sft_targets": int(count)}
+    n_replay = replay_targets(m.strength, int(count)) if m.replays else 0
+    world, rank = distributed.world_size(), distributed.rank()
+    replay = replay_rows(m.replay_tokens, rank_share(n_replay, world, rank), m.seq_len, m.seed, step, rank)
+    denom = max(count + n_replay, 1)
+    loss_sum = replay_sum = 0.0
     for k, batch in enumerate(micro_batches):
+        last = k == len(micro_batches) - 1
         with ctx.stepper.autocast():
             nll, _ = token_loss(
                 ctx.stepper.forward_module,
@@ -269,9 +292,22 @@ def _forward_backward(ctx: _Context, micro_batches: list[dict]) -> tuple[float, 
                 batch["labels"].to(ctx.device),
                 ctx.sparse_logits,
             )
-        ctx.stepper.backward(nll / max(count, 1), last=k == len(micro_batches) - 1)
+        loss = nll / denom
+        if last and replay is not None:
+            with ctx.stepper.autocast():
+                r_nll, _ = token_loss(
+                    ctx.stepper.forward_module, _inputs(replay, ctx.device), replay["labels"].to(ctx.device), False
+                )
+            loss, replay_sum = loss + r_nll / denom, r_nll.item()
+        if last and m.penalised:
+            pen = m.penalty(ctx.stepper.unsharded_model())
+            loss, extra["penalty"] = loss + pen, pen.item()
+        ctx.stepper.backward(loss, last=last)
         loss_sum += nll.item()
-    return distributed.all_sum([loss_sum], ctx.device)[0] / max(count, 1), int(tokens)
+    loss_sum, replay_sum = distributed.all_sum([loss_sum, replay_sum], ctx.device)
+    if n_replay:
+        extra |= {"replay_loss": replay_sum / n_replay, "replay_targets": n_replay}
+    return loss_sum / max(count, 1), int(tokens), extra
 
 
 def _heldout_loss(ctx: _Context) -> float:
@@ -325,7 +361,7 @@ def _train_step(ctx: _Context, progress: _Progress, world: int, rank: int) -> di
         collate([ctx.data.train[i] for i in micro_batch_indices(step - 1, k, ctx.cfg, n, world, rank)], ctx.pad_id)
         for k in range(ctx.cfg.grad_accum)
     ]
-    loss, tokens = _forward_backward(ctx, micro)
+    loss, tokens, extra = _forward_backward(ctx, micro, step - 1)
     if progress.initial_loss is None:
         progress.initial_loss = loss
     smoothed = ema(progress.smoothed, loss, ctx.cfg.loss_smoothing)
@@ -335,13 +371,21 @@ def _train_step(ctx: _Context, progress: _Progress, world: int, rank: int) -> di
         "smoothed_loss": smoothed,
         "lr": ctx.stepper.lr(),
         "tokens": progress.tokens + tokens,
+        **{k: v for k, v in extra.items() if k in ("penalty", "replay_loss")},
     }
+    if "replay_targets" in extra:
+        record["replay_fraction"] = extra["replay_targets"] / (extra["replay_targets"] + extra["sft_targets"])
     progress.history.append(record)
     if is_diverged(loss, progress.initial_loss, ctx.cfg.divergence_factor):
         progress.status, progress.diverged_step = "diverged", step
         return record
+    if ctx.mitigation.two_pass:  # SAM: the step uses the gradient at theta + rho g / ||g||
+        params = [p for group in ctx.stepper.optimizer.param_groups for p in group["params"]]
+        sam_second_pass(params, ctx.mitigation.strength, lambda: _forward_backward(ctx, micro, step - 1))
     ctx.stepper.step()
     progress.step, progress.smoothed, progress.tokens = step, smoothed, record["tokens"]
+    progress.sft_targets += extra["sft_targets"]
+    progress.replay_targets += extra.get("replay_targets", 0)
     if ctx.cfg.target_loss is not None and smoothed <= ctx.cfg.target_loss:
         progress.status, progress.target_reached_step = "target_reached", step
     if ctx.cfg.probe_every > 0 and step % ctx.cfg.probe_every == 0:
@@ -363,6 +407,7 @@ def finetune(
     probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     on_step: Callable[[dict], None] | None = None,
     identity: dict | None = None,
+    mitigation: SFTMitigation | None = None,
 ) -> SFTOutcome:
     """Fine-tunes ``model`` in place on ``data.train``, resuming from ``work_dir`` if it holds a state.
 
@@ -382,6 +427,8 @@ def finetune(
         identity: what a resume state must match besides the run's shape (e.g. the hash of
             the starting weights, of the data, the seed); a state written for another
             identity is refused.
+        mitigation: replay, L2-SP, EWC or SAM applied in every update
+            (``overtraining.training.mitigations``); None: plain SFT.
 
     Returns:
         The outcome; its model is in eval mode (a ``PeftModel`` under LoRA unless
@@ -394,6 +441,8 @@ def finetune(
     torch.manual_seed(cfg.seed)
     if cfg.method == "lora":
         model = wrap_lora(model, cfg)
+    mitigation = mitigation or SFTMitigation()
+    mitigation.attach(model)  # theta_base, before any update (and before a resume loads later weights)
     total = plan_steps(cfg, len(data.train), distributed.world_size())
     stepper = _build_stepper(model, lr, schedule, cfg, total, device)
     world, rank = distributed.world_size(), distributed.rank()
@@ -405,10 +454,11 @@ def finetune(
         "batch": [cfg.batch_size, cfg.grad_accum],
         "num_train": len(data.train),
         "seed": cfg.seed,
+        "mitigation": [mitigation.name, mitigation.strength],
         **(identity or {}),
     }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe, supports_sparse_logits(model))
+    ctx = _Context(stepper, data, cfg, device, pad_id, work_dir, meta, probe, supports_sparse_logits(model), mitigation)
     saved = _resume(ctx)
     progress = saved or _Progress()
     resumed_from = saved.step if saved else None
@@ -450,4 +500,19 @@ def _finish(ctx: _Context, progress: _Progress, resumed_from: int | None, ended_
         diverged_step=progress.diverged_step,
         resumed_from=resumed_from,
         status=progress.status,
+        metrics=_mitigation_metrics(ctx.mitigation, progress),
     )
+
+
+def _mitigation_metrics(m: SFTMitigation, progress: _Progress) -> dict:
+    """``replay_token_fraction`` = replayed / (replayed + SFT) targets over the run, and ``final_penalty``."""
+    out: dict = {}
+    if m.replays:
+        total = progress.replay_targets + progress.sft_targets
+        out["replay_token_fraction"] = progress.replay_targets / total if total else 0.0
+        losses = [h["replay_loss"] for h in progress.history if "replay_loss" in h]
+        out["replay_loss"] = losses[-1] if losses else None
+    if m.penalised:
+        pens = [h["penalty"] for h in progress.history if "penalty" in h]
+        out["final_penalty"] = pens[-1] if pens else None
+    return out

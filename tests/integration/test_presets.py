@@ -43,12 +43,14 @@ def test_embedded_preset(preset, tmp_path_factory):
     args = [f"+experiment={preset}", *SMALL, *([] if probe_only else SFT_SMALL), "sharpness.eig_max_iter=5"]
     if preset == "rofin_sharpness_pretraining":
         args.append("checkpoint=embedded/tokens_250K,embedded/tokens_250K-cooldown")
+    if preset == "mitigations_embedded":  # two cells of its checkpoint x mitigation x seed grid
+        args += ["mitigation=none,wise", "seed=0"]
     if preset == "springer_controlled_embedded":  # fully decayed budgets only
         args.append("checkpoint=embedded/tokens_250K-cooldown")
     out = run_cell("-m", *args, cwd=work, cache=work / "cache", timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     records = load_records(work / "multirun")
-    expected = {"rofin_sharpness_pretraining": 6}.get(preset, 1)  # 3 schedules x main/cooldown
+    expected = {"rofin_sharpness_pretraining": 6, "mitigations_embedded": 2}.get(preset, 1)  # 3 schedules x 2
     assert len(records) == expected
     for r in records:
         assert r.status in ("completed", "target_reached"), r.notes
@@ -66,9 +68,12 @@ def test_embedded_preset(preset, tmp_path_factory):
             assert r.metrics["sft/steps"] == 6
     html = build_report([work / "multirun"], n_boot=10)  # the preset's report, its figures and findings
     page = html.read_text()
-    assert "Progressive sensitivity (noise gamma = 0.2)" in page
     figures = {p.name for p in html.parent.glob("*.png")}
-    assert "sensitivity_vs_tokens.png" in figures and "sharpness_vs_tokens.png" in figures
+    if preset == "mitigations_embedded":  # no geometry (sharpness=none); the frontier instead
+        assert "mitigation_frontier.png" in figures and "Learning-forgetting frontier" in page
+    else:
+        assert "Progressive sensitivity (noise gamma = 0.2)" in page
+        assert "sensitivity_vs_tokens.png" in figures and "sharpness_vs_tokens.png" in figures
     if not probe_only:
         assert {"ood_vs_tokens.png", "forgetting_vs_tokens.png", "ood_vs_sft_loss.png"} <= figures
     if preset == "rofin_sharpness_pretraining":
