@@ -322,8 +322,9 @@ class _ConsoleFilter:
 def quiet_libraries(run_dir: Path | None = None) -> None:
     """Keeps library chatter off the console; it stays in the run's log file (Hydra's ``<job>.log``).
 
-    Call before importing torch, transformers or DeepSpeed: the environment switches
-    (progress bars of weight loading, advisory warnings) are read at their import.
+    Call before importing transformers or DeepSpeed, after the command line was checked
+    (it imports torch): the environment switches (progress bars of weight loading, advisory
+    warnings) are read at their import.
     """
     import logging
     import os
@@ -346,7 +347,11 @@ def quiet_libraries(run_dir: Path | None = None) -> None:
     for handler in root.handlers:
         if type(handler) is logging.StreamHandler:
             handler.addFilter(_ConsoleFilter())
-    for name in ("DeepSpeed", "deepspeed", "lm-eval", "lm_eval", "transformers", "datasets", "torch", "peft"):
-        lib = logging.getLogger(name)
-        for handler in lib.handlers:  # libraries that bring their own console handler
-            handler.addFilter(_ConsoleFilter())
+    import torch  # noqa: F401  (torch installs its own console handler at import; filter it before
+    # peft/torchao import and log their notices through it)
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for lib in loggers:
+        for handler in getattr(lib, "handlers", []):  # libraries that bring their own console handler
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_ConsoleFilter())
