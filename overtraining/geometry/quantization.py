@@ -74,15 +74,19 @@ GPTQ_BITS = (4, 8)
 
 def _torchao_primitives():
     """torchao's affine quantization primitives, imported with its CUDA-extension warnings silenced."""
-    quiet = logging.getLogger("torchao")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "Failed to load _C_*.so" on a CPU build of torch: not needed here
+    # "Failed to load _C_*.so" on a CPU build of torch, and a torch.compile deprecation notice
+    # about one of torchao's enums: neither concerns these primitives
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         from torchao.quantization import quant_primitives
     except ImportError as err:
         raise ImportError("the quantization probe needs torchao: pip install 'torchao>=0.12'") from err
     finally:
-        quiet.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
     return quant_primitives
 
 
