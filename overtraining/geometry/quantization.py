@@ -30,12 +30,15 @@ Library: torchao (``torchao.quantization.quant_primitives``: ``choose_qparams_af
 ``s = max|w| / ((q_max - q_min) / 2) = max|w| / q_max``; ``quantize_affine`` computes
 ``clamp(round(w * (1 / s)), q_min, q_max)``; ``dequantize_affine`` gives ``q * s``). Chosen
 over optimum-quanto and hqq because, on torch 2.13 CPU, its primitives are plain torch ops
-that take any bit width from 2 to 8 and any block size (quanto has no int3 and uses an
-asymmetric int4 with a zero point; hqq's RTN is asymmetric and its default optimises the
-zero point, so neither reproduces the symmetric formula above); torchao's compiled CUDA
-extensions fail to load on a CPU build of torch, which it logs and which these primitives
-do not need. The model is "fake-quantized": the dequantized fp32 weights are written into
-the parameters, the loss is measured, and the parameters are restored bit for bit from a
+that take any bit width from 2 to 8 and any block size: quanto's integer weight types are
+qint2, qint4 and qint8 only (no int3), its grouped int4 weights are affine (scale and
+shift); hqq's RTN is affine too (a zero point per group) and by default optimises that
+zero point; neither reproduces the symmetric formula above. torchao's compiled CUDA
+extensions fail to load on a CPU build of torch, which it logs (``overtraining/__init__.py``
+filters those lines) and which these primitives do not need.
+
+The model is "fake-quantized": the dequantized fp32 weights are written into the
+parameters, the loss is measured, and the parameters are restored bit for bit from a
 snapshot (``perturbation.restored``).
 
 **GPTQ** (``quant_method=gptq``, GPU only): torchao's prototype GPTQ
@@ -73,20 +76,11 @@ GPTQ_BITS = (4, 8)
 
 
 def _torchao_primitives():
-    """torchao's affine quantization primitives, imported with its CUDA-extension warnings silenced."""
-    # "Failed to load _C_*.so" on a CPU build of torch, and a torch.compile deprecation notice
-    # about one of torchao's enums: neither concerns these primitives
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    """torchao's affine quantization primitives (its import notices are filtered in ``overtraining``)."""
     try:
         from torchao.quantization import quant_primitives
     except ImportError as err:
         raise ImportError("the quantization probe needs torchao: pip install 'torchao>=0.12'") from err
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
     return quant_primitives
 
 
