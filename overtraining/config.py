@@ -441,7 +441,7 @@ class GeometryConfig:
             and local checkpoints, wikitext2 for Hub checkpoints).
     """
 
-    estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl"])
+    estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl", "quantization"])
     num_batches: int = 4
     batch_size: int = 8
     seq_len: int = 128

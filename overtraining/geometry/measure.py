@@ -1,7 +1,7 @@
 """Config of the ``sharpness`` Hydra group and the two entry points the pipeline calls.
 
-    python -m overtraining.run sharpness=default   # perturbation + KL proxy + int4 RTN (cheap)
-    python -m overtraining.run sharpness=full      # + top Hessian eigenvalue and trace, int8/4/3
+    python -m overtraining.run sharpness=default   # perturbation + KL proxy + int8/4/3 RTN (cheap)
+    python -m overtraining.run sharpness=full      # + top Hessian eigenvalue and trace
     python -m overtraining.run sharpness=none      # no geometry probes
 
 ``GeometryConfig`` is the typed schema (the lead registers it in the ConfigStore; the

@@ -22,7 +22,7 @@ def test_every_sharpness_option_composes_into_a_valid_config(option):
         "full": ["perturbation", "kl", "hessian_top", "hessian_trace", "quantization"],
     }
     assert typed.estimators == expected.get(option, [])
-    assert typed.quant_bits == {"full": [8, 4, 3]}.get(option, [4]) and typed.quant_group_size == 64
+    assert typed.quant_bits == [8, 4, 3] and typed.quant_group_size == 64
 
 
 def test_every_yaml_opens_with_its_command():

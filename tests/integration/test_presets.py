@@ -71,7 +71,7 @@ def test_embedded_preset(preset, tmp_path_factory):
     assert ("sharpness_vs_tokens.png" in figures) == ("kl" in records[0].config["sharpness"]["estimators"])
     if not probe_only:
         assert {"ood_vs_tokens.png", "forgetting_vs_tokens.png", "ood_vs_sft_loss.png"} <= figures
-    if preset in ("quantization_embedded", "sam_pretraining_embedded"):  # int4 RTN in both
+    if preset in ("quantization_embedded", "sam_pretraining_embedded"):  # RTN in both
         assert "quantization_vs_tokens.png" in figures
         assert all(0 < r.metrics["base/quant/bits=4/weight_rel_error"] < 1 for r in records)
     if preset == "quantization_embedded":
