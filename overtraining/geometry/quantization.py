@@ -213,10 +213,15 @@ def _gptq_config(bits: int, group_size: int, step: str):
     return GPTQConfig(step=step, base_config=base)
 
 
+@torch.no_grad()
 def gptq_sensitivity(
     model: nn.Module, batches: Sequence[Batch], bits: Sequence[int], group_size: int = 64
 ) -> QuantizationResult:
-    """GPTQ (torchao prototype) on a deep copy per bit width; the model itself is not touched.
+    """GPTQ (torchao prototype) on a bf16 CUDA copy per bit width; the model itself is not touched.
+
+    torchao's int4 kernels take bf16 activations, so the copies run in bf16 and
+    ``base_loss`` is the bf16 copy's unquantized loss (the delta is GPTQ's alone). Not run on
+    a GPU by this project's sessions yet: its test is marked ``gpu``.
 
     Raises:
         RuntimeError: without CUDA, or when torchao's GPTQ (or ``mslk`` for int4) is missing.
@@ -233,34 +238,38 @@ def gptq_sensitivity(
     _torchao_primitives()
     from torchao.quantization import quantize_
 
-    device = torch.device("cuda")
-    base_model = copy.deepcopy(model).to(device).float()
+    base_model = copy.deepcopy(model).to(torch.device("cuda"), torch.bfloat16)
     batches = on_model_device(base_model, batches)
     base_loss = evaluate_loss(base_model, batches)
     weights = quantizable_weights(base_model)
-    originals = {id(w): w.detach().clone() for w in weights}
-    names = {id(m.weight): name for name, m in base_model.named_modules() if isinstance(m, nn.Linear)}
+    originals, seen = {}, set()  # linear module name -> its fp32 weight; a tied head once
+    for name, module in base_model.named_modules():
+        if isinstance(module, nn.Linear) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            originals[name] = module.weight.detach().float().clone()
     losses, errors = [], []
     for b in bits:
+        q_model = copy.deepcopy(base_model)
         try:
-            q_model = copy.deepcopy(base_model)
-            is_linear = lambda m, _fqn: isinstance(m, nn.Linear)  # noqa: E731
-            quantize_(q_model, _gptq_config(b, group_size, "observe"), filter_fn=is_linear)
+            quantize_(q_model, _gptq_config(b, group_size, "observe"), filter_fn=_is_linear)
             for batch in batches:
                 q_model(**batch)
-            quantize_(q_model, _gptq_config(b, group_size, "convert"), filter_fn=is_linear)
+            quantize_(q_model, _gptq_config(b, group_size, "convert"), filter_fn=_is_linear)
         except (ImportError, ValueError) as err:
             raise RuntimeError(f"torchao GPTQ failed ({err}): pip install 'torchao>=0.15' mslk, or use rtn") from err
         losses.append(evaluate_loss(q_model, batches))
         modules = dict(q_model.named_modules())
-        sq, total = 0.0, 0.0
-        for wid, name in names.items():
+        sq = total = 0.0
+        for name, ref in originals.items():
             q = modules[name].weight
-            deq = q.dequantize() if hasattr(q, "dequantize") else None
-            ref = originals[wid]
             total += float(ref.pow(2).sum())
-            sq += float((deq.float() - ref).pow(2).sum()) if deq is not None else float("nan")  # NaN: unknown
+            # NaN when the quantized tensor type cannot dequantize
+            sq += float((q.dequantize().float() - ref).pow(2).sum()) if hasattr(q, "dequantize") else float("nan")
         errors.append(math.sqrt(sq / total) if total else 0.0)
     return QuantizationResult(
         base_loss, tuple(bits), tuple(losses), tuple(errors), _weight_fraction(base_model, weights), "gptq"
     )
+
+
+def _is_linear(module: nn.Module, _fqn: str) -> bool:
+    return isinstance(module, nn.Linear)
