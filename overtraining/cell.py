@@ -115,7 +115,7 @@ def run_cell(cfg: CellConfig, run_dir: Path, group: str = "single") -> CellRecor
 # ---------------------------------------------------------------------------- the steps
 def ensure_checkpoint(cfg: CellConfig) -> ResolvedCheckpoint:
     """Resolves the checkpoint; pretrains the embedded trajectory when it is not on disk yet."""
-    ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
+    ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir(), cfg.cache_dir)
     if not ckpt.embedded or (Path(ckpt.source) / "checkpoint.json").exists():
         return ckpt
     from overtraining.pretrain import train_trajectory
@@ -125,7 +125,7 @@ def ensure_checkpoint(cfg: CellConfig) -> ResolvedCheckpoint:
     train_trajectory(cfg.pretrain, until=budget)
     if not (Path(ckpt.source) / "checkpoint.json").exists():
         raise FileNotFoundError(f"pretraining did not produce {ckpt.source}: add {budget} to pretrain.budgets")
-    return resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
+    return resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir(), cfg.cache_dir)
 
 
 def prepare(cfg: CellConfig, ckpt: ResolvedCheckpoint) -> Setup:
@@ -146,16 +146,29 @@ def prepare(cfg: CellConfig, ckpt: ResolvedCheckpoint) -> Setup:
 
 
 def measure_base(cfg: CellConfig, setup: Setup, record: CellRecord) -> dict:
-    """The base model's evaluation and geometry, from the cache when already computed."""
+    """The base model's evaluation and geometry, each from the cache when already computed.
+
+    Two cache entries: the evaluation (keyed by weights, eval settings and data) and the
+    geometry (keyed by weights, sharpness settings incl. its seed, and batches), so replicas
+    that share their SFT data pay the evaluation once and only re-draw the noise.
+    """
     if not runtime.is_rank0():  # under torchrun only rank 0 evaluates
         return {}
-
-    def compute() -> dict:
-        return evaluate(cfg, setup, setup.model) | measure_checkpoint(setup.model, setup.geo_batches, cfg.sharpness)
-
-    metrics, hit = BaseEvalCache(Path(cfg.cache_dir) / "base_eval").get_or_compute(base_cache_key(cfg, setup), compute)
-    record.notes.append("base evaluation: " + ("cache hit" if hit else "computed"))
-    return metrics
+    cache = BaseEvalCache(Path(cfg.cache_dir) / "base_eval")
+    key = base_cache_key(cfg, setup)
+    evaluation, hit_eval = cache.get_or_compute(key["eval"], lambda: evaluate(cfg, setup, setup.model))
+    geometry, hit_geo = cache.get_or_compute(
+        key["geometry"], lambda: measure_checkpoint(setup.model, setup.geo_batches, cfg.sharpness)
+    )
+    hits = {(True, True): "cache hit", (False, False): "computed"}.get(
+        (hit_eval, hit_geo),
+        "evaluation "
+        + ("cache hit" if hit_eval else "computed")
+        + ", geometry "
+        + ("cache hit" if hit_geo else "computed"),
+    )
+    record.notes.append(f"base evaluation: {hits}")
+    return evaluation | geometry
 
 
 def fine_tune(cfg: CellConfig, setup: Setup, run_dir: Path, sink: MetricsSink) -> SFTOutcome:
@@ -241,21 +254,41 @@ def evaluate(cfg: CellConfig, setup: Setup, model: torch.nn.Module) -> dict:
     )
 
 
-def base_cache_key(cfg: CellConfig, setup: Setup) -> dict:
-    """What the base numbers depend on: the weights' content, the data's content, the settings."""
+def base_cache_key(cfg: CellConfig, setup: Setup) -> dict[str, dict]:
+    """What the base numbers depend on: the weights' content, the data's content, the settings.
+
+    Returns:
+        ``{"eval": key, "geometry": key}``, the keys of the two cache entries.
+    """
     d = setup.data
-    return {
+    common = {
         "weights": weights_identity(setup.ckpt),
         "tokens": setup.ckpt.tokens,
-        "eval": asdict(cfg.eval),
-        "sharpness": asdict(cfg.sharpness),
-        "sft_heldout": content_hash([d.heldout_raw, [ex["input_ids"] for ex in d.heldout]]),
-        "geometry_batches": content_hash([b["input_ids"].tolist() for b in setup.geo_batches]),
-        "corpus": content_hash(sorted(f"{s}:{p.stat().st_size}" for s, p in setup.corpus.splits.items())),
         "dtype": str(setup.dtype),
         "device": setup.device.type,
         "code": [CODE_VERSION, EVAL_CODE_VERSION, TASKS_VERSION],
     }
+    return {
+        "eval": common
+        | {
+            "eval": asdict(cfg.eval),
+            "sft_heldout": content_hash([d.heldout_raw, [ex["input_ids"] for ex in d.heldout]]),
+            "corpus": corpus_identity(setup.corpus),
+        },
+        "geometry": common
+        | {
+            "sharpness": asdict(cfg.sharpness),
+            "geometry_batches": content_hash([b["input_ids"].tolist() for b in setup.geo_batches]),
+        },
+    }
+
+
+def corpus_identity(corpus: Corpus) -> str:
+    """The corpus's content: its manifest's SHA-256 per split, else the split files' sizes."""
+    manifest = Path(corpus.root) / "manifest.json"
+    if manifest.exists():
+        return content_hash(manifest.read_text())
+    return content_hash(sorted(f"{s}:{p.stat().st_size}" for s, p in corpus.splits.items()))
 
 
 def sft_identity(cfg: CellConfig, setup: Setup) -> dict:
@@ -281,6 +314,10 @@ def new_record(cfg: CellConfig, cid: str, ckpt: ResolvedCheckpoint) -> CellRecor
         provenance=provenance(),
     )
     record.config["pretrain_schedule"] = pretrain_schedule(ckpt)
+    if not ckpt.local:  # what the name resolved to: the Hub branch, its tokens, the branch list's source
+        record.config["checkpoint_resolved"] = {
+            "repo": ckpt.source, "branch": ckpt.revision, "tokens": ckpt.tokens, "branch_list": ckpt.listing,
+        }  # fmt: skip
     record.config["seeds"] = cfg.seeds()
     device = runtime.device(cfg.trainer.device)
     record.config["dtypes"] = {

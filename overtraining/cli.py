@@ -156,6 +156,7 @@ def _overrides_only(argv: list[str]) -> list[str]:
 
 def _precheck_values(overrides: list[str]) -> None:
     """Checks ``checkpoint=`` and group options by name, before composition (better messages)."""
+    cache_dir = next((a.partition("=")[2] for a in overrides if a.lstrip("+").startswith("cache_dir=")), None)
     for arg in overrides:
         key, sep, value = arg.partition("=")
         if not sep or "(" in value or "$" in value:
@@ -165,7 +166,7 @@ def _precheck_values(overrides: list[str]) -> None:
         try:
             if group == "checkpoint":
                 for v in values:
-                    check_option(v)
+                    check_option(v, cache_dir)
             elif "/" not in group and (CONF_DIR / group).is_dir():
                 names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
                 for v in values:

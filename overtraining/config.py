@@ -82,6 +82,13 @@ def check_range(
     raise ConfigError(f"{key}={value} must be {need}{fix}")
 
 
+def with_seed(cfg):  # a group config with a ``seed`` field
+    """``cfg`` with ``seed`` 0 when it is None (a group used outside a cell); else ``cfg`` itself."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, seed=0) if cfg.seed is None else cfg
+
+
 def parse_token_label(label: str) -> int:
     """``"250K"`` -> 250_000, ``"4M"`` -> 4_000_000, ``"84B"`` -> 84_000_000_000, ``"123"`` -> 123."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMBT]?)", str(label))
@@ -163,8 +170,10 @@ class CheckpointConfig:
     """One checkpoint (the ``checkpoint`` config group).
 
     Attributes:
-        family: embedded | pythia-<size>[-deduped] | olmo-1b | hub | local.
-        revision: the Hub revision (``stepN``), or the local trajectory's checkpoint name.
+        family: embedded | a Hub family of ``overtraining/checkpoint_families.yaml``
+            (pythia-<size>[-deduped], olmo-1b, olmo-2-1b, olmo-2-7b, amber) | hub | local.
+        revision: a Hub family's ``stepN`` or exact branch (resolved against the repo's branch
+            list), or the local trajectory's checkpoint name.
         repo: Hub repo id (hub families); derived for pythia/olmo.
         path: a local checkpoint directory (family local).
         tokens: pretraining tokens; derived from the name or checkpoint.json when None.
@@ -191,7 +200,7 @@ class SFTDataConfig:
         packing: pack training examples into ``max_length`` rows (see ``chat.pack``).
         num_train: training examples (0 = all the source has).
         num_heldout: held-out examples (SFT loss and ID score), at least 1.
-        seed: sampling and generation seed (in a cell: the top-level ``seed`` unless set).
+        seed: sampling and generation seed; None: the cell's ``seed`` (0 outside a cell).
     """
 
     name: str = "embedded_math"
@@ -200,7 +209,7 @@ class SFTDataConfig:
     packing: bool = False
     num_train: int = 2000
     num_heldout: int = 200
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("sft_data.name", self.name, SFT_DATASETS)
@@ -267,7 +276,7 @@ class TrainerConfig:
         divergence_factor: loss above this x the first loss counts as divergence.
         deepspeed: "" (plain PyTorch) | zero0 | zero2 | zero3 | a path to a DeepSpeed JSON.
         keep_model: the cell saves the fine-tuned model (or the LoRA adapters) to its run dir.
-        seed: data order, LoRA init, dropout (in a cell: the top-level ``seed`` unless set).
+        seed: data order, LoRA init, dropout; None: the cell's ``seed`` (0 outside a cell).
         device: auto (cuda:LOCAL_RANK if available, else cpu) | cpu | cuda | cuda:N.
     """
 
@@ -290,7 +299,7 @@ class TrainerConfig:
     divergence_factor: float = 10.0
     deepspeed: str = ""
     keep_model: bool = False
-    seed: int = 0
+    seed: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -432,8 +441,8 @@ class GeometryConfig:
             (one scale per group); 0 = one group per output row (per channel).
         quant_method: rtn (round to nearest, CPU) | gptq (GPU only; see
             overtraining/geometry/quantization.py).
-        seed: seed of every noise draw, probe and direction (in a cell: the top-level ``seed``
-            unless set).
+        seed: seed of every noise draw, probe and direction; None: the cell's ``seed`` (0
+            outside a cell).
         on_finetuned: the cell also runs ``measure_checkpoint`` on the fine-tuned model.
         text: the text the batches come from: an embedded corpus split (ood_prose,
             id_heldout, ...), a Hub text (wikitext2, c4; the Pythia-70M reproduction
@@ -462,7 +471,7 @@ class GeometryConfig:
     quant_bits: list[int] = field(default_factory=lambda: [8, 4, 3])
     quant_group_size: int = 64
     quant_method: str = "rtn"
-    seed: int = 0
+    seed: int | None = None
     on_finetuned: bool = False
     text: str = "auto"
 
@@ -583,9 +592,11 @@ class LaunchConfig:
 class CellConfig:
     """One cell: one checkpoint x one SFT recipe (``python -m overtraining.run``).
 
-    ``seed`` governs every random choice of the cell: ``conf/config.yaml`` sets the groups'
-    own seeds (``trainer.seed``, ``sharpness.seed``, ``sft_data.seed``) to ``${seed}``, so
+    ``seed`` governs every random choice of the cell: the groups' own seeds
+    (``trainer.seed``, ``sharpness.seed``, ``sft_data.seed``) left at None take it, so
     ``seed=1`` alone gives a replica, and ``trainer.seed=5`` still overrides one group.
+    ``pretrain.seed`` is the trajectory's and stays apart (another value is another
+    trajectory, pretrained into its own directory).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -607,6 +618,9 @@ class CellConfig:
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0, 1, lo_open=True, example="1e-4")
         check_range("seed", self.seed, 0, example=0)
+        for group in (self.trainer, self.sharpness, self.sft_data):
+            if group.seed is None:
+                group.seed = self.seed
 
     def seeds(self) -> dict[str, int]:
         """Every seed the cell uses, for the record."""

@@ -1,11 +1,11 @@
 """Checks of a cell's files before any model code loads (torch-free).
 
 ``check_cell`` runs after the schema checks of ``overtraining.config``: it resolves the
-checkpoint (names only), reads a local checkpoint's ``config.json`` and safetensors headers
-(a truncated or corrupt weight file is refused here, not after a minute of setup), reads
-and checks an SFT JSONL file, and checks that the output dir is writable. Every failure is
-a ``ConfigError`` / ``FileNotFoundError`` / ``PermissionError`` with a one-line message
-naming the key and the fix.
+checkpoint (names only, against the repo's branch list), reads a local checkpoint's
+``config.json`` and safetensors headers (a truncated or corrupt weight file is refused here,
+not after a minute of setup), reads and checks an SFT JSONL file, and checks that the output
+dir is writable. Every failure is a ``ConfigError`` / ``FileNotFoundError`` /
+``PermissionError`` with a one-line message naming the key and the fix.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def check_cell(cfg: CellConfig, run_dir: Path | None = None) -> None:
     if cfg.checkpoint.family == "local" and (local / "config.json").exists():
         check_local_checkpoint(local)  # before resolving: a broken config.json is the first problem
     try:
-        ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir())
+        ckpt = resolve(cfg.checkpoint, cfg.pretrain.resolved_out_dir(), cfg.cache_dir)
     except UnknownCheckpointError as err:
         raise ConfigError(str(err)) from None
     if ckpt.embedded and (Path(ckpt.source) / "config.json").exists():

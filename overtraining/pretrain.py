@@ -48,7 +48,8 @@ from overtraining.data.tokenizer import byte_tokenizer, encode_bytes
 from overtraining.files import atomic_path
 from overtraining.models import build_tiny_model
 from overtraining.results import provenance, write_json_atomic
-from overtraining.training.lm_data import fixed_batches, lm_batch, mean_loss
+from overtraining.training.lm_data import fixed_batches, lm_batch
+from overtraining.training.losses import lm_loss
 from overtraining.training.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def _save_state(path: Path, model, opt, sched, step: int, history: list) -> None
 
 def _probe(model, evals: dict[str, list[dict]], estimators: list[str], sharp_batches: list[dict]) -> dict:
     """Held-out losses (and, when asked, sharpness) of a checkpoint."""
-    out = {f"loss/{name}": mean_loss(model, b) for name, b in evals.items()}
+    out = {f"loss/{name}": lm_loss(model, b) for name, b in evals.items()}
     if estimators:
         from overtraining.config import GeometryConfig
         from overtraining.geometry.measure import measure_checkpoint

@@ -40,7 +40,10 @@ def test_every_group_option_composes(group, option):
         "embedded/tokens_250K-cooldown",
         "pythia-70m/step1000",
         "pythia-1.4b-deduped/step0",
-        "olmo-1b/step20000-tokens84B",
+        "olmo-1b/step20000",
+        "olmo-1b/step20000-tokens83B",
+        "olmo-2-1b/step140000",
+        "amber/ckpt_100",
     ],
 )
 def test_checkpoint_options_compose(option):

@@ -63,6 +63,10 @@ BATTERY: list[tuple[list[str], str]] = [
     (["checkpoint=pythia-70m/step1001"], "pythia-70m/step1000"),
     (["checkpoint=pythia-70m/step3000"], "step3000"),
     (["checkpoint=pythai-70m/step1000"], "pythia-70m"),
+    (["checkpoint=olmo-1b/step20001"], "olmo-1b/step20000 (step20000-tokens83B"),  # nearest step of the branch list
+    (["checkpoint=olmo-1b/step20000-tokens84B"], "step20000-tokens83B"),  # the original repo's name, not the -hf one
+    (["checkpoint=olmo-2-7b/step5000"], "--online"),  # not in the partial seed: how to list the repo
+    (["checkpoint=olmo-1b/step20000", "checkpoint.repo=org/copy"], "org/copy"),  # no branch list offline
     (["sft_data=sst3"], "sst2"),
     (["eval=embeded"], "embedded"),
     (["sft_data=jsonl", "sft_data.path=/nonexistent/data.jsonl"], "sft_data.path"),

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from overtraining.config import SFTDataConfig
+from overtraining.config import SFTDataConfig, with_seed
 from overtraining.data import math_task
 from overtraining.data.chat import IGNORE_INDEX, encode_chat, pack
 from overtraining.data.jsonl import read_jsonl
@@ -208,6 +208,7 @@ def load_sft_data(cfg: SFTDataConfig, tokenizer: PreTrainedTokenizerBase) -> SFT
         FileNotFoundError: ``name=jsonl`` and ``path`` is not a file.
         ValueError: a JSONL line is not in the documented format.
     """
+    cfg = with_seed(cfg)
     train_raw, heldout_raw = _raw_splits(cfg)
     train, _ = encode_all(tokenizer, train_raw, cfg.max_length)
     if cfg.packing:

@@ -1,8 +1,9 @@
 """One call evaluates a model: lm-eval suite, perplexities, ID metrics, format probe, timings.
 
-``evaluate_model`` is what a cell runs on the base model (through ``BaseEvalCache``), on
-the fine-tuned model, and periodically during SFT; ``forgetting(base, finetuned)`` turns
-two of its outputs into the signed OOD deltas. Its output is one flat dict of floats:
+``evaluate_model`` is what a cell runs on the base model (through ``BaseEvalCache``) and
+on the fine-tuned model (along SFT only the cheaper trajectory probe runs, see
+``overtraining.cell.fine_tune``); ``forgetting(base, finetuned)`` turns two of its outputs
+into the signed OOD deltas. Its output is one flat dict of floats:
 
     ood/<task>/<metric>        lm-eval (acc, acc_norm, word_perplexity, ...; harness.py)
     ppl/<text>/{loss,ppl,tokens} perplexity of an embedded-corpus split or a Hub text

@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import math
 
-HIGHER_IS_BETTER = frozenset({"acc", "acc_norm", "f1", "mcc", "exact_match", "accuracy", "em"})
-LOWER_IS_BETTER = frozenset({"loss", "ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"})
+# The one table of metric directions (the report's labels use it too).
+HIGHER_IS_BETTER = frozenset({"acc", "acc_norm", "f1", "mcc", "exact_match", "accuracy", "em", "bleu", "cka", "score"})
+LOWER_IS_BETTER = frozenset(
+    {"loss", "ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
+    | {"delta", "kl", "hessian", "mpa", "sharpness"}  # geometry: larger = more sensitive / more drift
+)
 _PREFIXES = ("ood/", "ppl/")
 
 

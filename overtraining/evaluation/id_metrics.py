@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from overtraining.config import EvalConfig
-from overtraining.evaluation.perplexity import model_device, scoring_mode
+from overtraining.evaluation.perplexity import model_device
+from overtraining.training.losses import heldout_loss
 
 ScoreFn = Callable[[str, dict], bool]
 
@@ -30,34 +30,6 @@ def _pad(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     rows = [[value] * (width - len(s)) + s if left else s + [value] * (width - len(s)) for s in seqs]
     return torch.tensor(rows, dtype=torch.long)
-
-
-@torch.no_grad()
-def heldout_loss(model, heldout: list[dict], batch_size: int, pad_id: int) -> float:
-    """Mean NLL over unmasked label tokens of tokenized examples (``input_ids``, ``labels``).
-
-    Args:
-        model: a causal LM.
-        heldout: examples with ``input_ids`` and ``labels`` lists (-100 = not scored).
-        batch_size: examples per forward pass.
-        pad_id: the id used to pad ``input_ids`` (masked out of attention and loss).
-
-    Returns:
-        Nats per scored token.
-    """
-    total, count = 0.0, 0
-    device = model_device(model)
-    with scoring_mode(model):
-        for i in range(0, len(heldout), batch_size):
-            chunk = heldout[i : i + batch_size]
-            ids = _pad([ex["input_ids"] for ex in chunk], pad_id).to(device)  # (B, T)
-            labels = _pad([ex["labels"] for ex in chunk], -100).to(device)  # (B, T)
-            mask = _pad([[1] * len(ex["input_ids"]) for ex in chunk], 0).to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
-            targets = labels[:, 1:]
-            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum").item()
-            count += int((targets != -100).sum())
-    return total / max(count, 1)
 
 
 def chat_prompt(tokenizer, messages: list[dict]) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from overtraining.config import GeometryConfig
+from overtraining.config import GeometryConfig, with_seed
 from overtraining.geometry.drift import drift_by_layer
 from overtraining.geometry.landscape import interpolation_losses, random_slice
 from overtraining.geometry.perturbation import Batch, perturbation_sensitivity
@@ -78,6 +78,7 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
         estimators). Quantization runs on the fp32 model (a copy for bf16 models) and restores
         its weights bit for bit.
     """
+    cfg = with_seed(cfg)
     metrics: dict[str, float] = {}
     if not cfg.estimators:
         return metrics
@@ -114,6 +115,7 @@ def measure_pair(
         ``landscape_2d_points > 0``, ``landscape2d/coords`` and ``landscape2d/losses``
         (a nested list, ``[i][j]`` at x = coords[i], y = coords[j]).
     """
+    cfg = with_seed(cfg)
     metrics: dict[str, float | list] = {}
     if cfg.drift_layers:
         drift = drift_by_layer(base, finetuned, batches, cfg.drift_layers, cfg.drift_k)

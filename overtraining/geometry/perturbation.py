@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from overtraining.config import PERTURB_MODES
+from overtraining.config import PERTURB_MODES, check_choice
+from overtraining.training.losses import lm_loss
 
 Batch = dict[str, Tensor]
 
@@ -124,22 +124,9 @@ def target_count(batch: Batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())  # labels are shifted inside the model
 
 
-@torch.no_grad()
 def evaluate_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
-    """Token-weighted mean next-token loss (nats) over ``batches``, in eval mode.
-
-    Raises:
-        ValueError: if the batches hold no target token.
-    """
-    total, count = 0.0, 0
-    with eval_mode(model):
-        for batch in on_model_device(model, batches):
-            n = target_count(batch)
-            total += float(model(**batch).loss) * n
-            count += n
-    if count == 0:
-        raise ValueError("batches contain no target token (all labels are -100)")
-    return total / count
+    """Token-weighted mean next-token loss (nats) over ``batches``, in eval mode (``losses.lm_loss``)."""
+    return lm_loss(model, batches)
 
 
 def noise_scale(param: Tensor, mode: str) -> float:
@@ -148,10 +135,7 @@ def noise_scale(param: Tensor, mode: str) -> float:
     Raises:
         ValueError: for an unknown mode, suggesting the closest valid one.
     """
-    if mode not in PERTURB_MODES:
-        close = difflib.get_close_matches(mode, PERTURB_MODES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {PERTURB_MODES}){hint}")
+    check_choice("sharpness.perturb_mode", mode, PERTURB_MODES)
     x = param.detach().float()
     if mode == "std":
         return float(x.std()) if x.numel() > 1 else 0.0

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+import overtraining.report.figures as F
 from overtraining.config import LoggerConfig
-from overtraining.report import figures as F
 from overtraining.report.effects import ALPHA, RHO_MIN, U_MIN_RISE, effect_findings
 from overtraining.report.equal_loss import X_HELDOUT, X_TRAIN, equal_loss_findings, probe_frame, x_label
 from overtraining.report.findings import Finding, findings_frame

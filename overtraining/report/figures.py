@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from overtraining.report import style
+import overtraining.report.style as style
 from overtraining.report.labels import format_lr, format_tokens, lower_is_better, metric_label
 from overtraining.report.seeds import base_replicas, interval_table, t_interval
 from overtraining.report.table import per_checkpoint

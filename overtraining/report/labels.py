@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from overtraining.evaluation.forgetting import HIGHER_IS_BETTER, LOWER_IS_BETTER
+
 # Searched in order when no --metric is given: the first OOD metric a sweep has.
 OOD_PREFERENCE = ("ppl/ood_prose", "ppl/ood", "ood/", "loss/ood", "ppl/")
 ID_PREFERENCE = ("id/accuracy", "id/exact_match", "id/acc", "id/loss", "id/")
 PREFIXES = ("base/", "ft/", "forget/")
-_LOWER = frozenset({"loss", "ppl", "perplexity", "delta", "kl", "hessian", "mpa", "sharpness"})
-_HIGHER = frozenset({"acc", "accuracy", "exact_match", "f1", "bleu", "cka", "score"})
+_LOWER = LOWER_IS_BETTER
+_HIGHER = HIGHER_IS_BETTER
 
 
 def format_tokens(n: float) -> str:

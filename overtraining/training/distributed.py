@@ -30,7 +30,6 @@ batch, gradient accumulation, clipping and bf16 (on CUDA only) are filled in her
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import re
@@ -43,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from overtraining import runtime
-from overtraining.config import DS_PRESETS
+from overtraining.config import DS_PRESETS, check_choice, suggest
 
 DS_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "deepspeed"
 STATE_FILE = "sft_state.pt"
@@ -151,9 +150,7 @@ def check_keys(config: dict, where: str) -> None:
     known = _known_keys()
     for key in config:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown DeepSpeed key {key!r}{hint}")
+            raise ValueError(f"{where}: unknown DeepSpeed key {key!r}{suggest(key, sorted(known))}")
 
 
 def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm: float, bf16: bool) -> dict:
@@ -164,10 +161,8 @@ def deepspeed_config(name: str, micro_batch: int, grad_accum: int, max_grad_norm
             ``zero_optimization`` section (pydantic's ValidationError is a ValueError).
     """
     path = Path(name) if name.endswith(".json") else DS_CONF_DIR / f"{name}.json"
-    if not name.endswith(".json") and name not in DS_PRESETS:
-        close = difflib.get_close_matches(name, DS_PRESETS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown trainer.deepspeed {name!r}{hint}: use {', '.join(DS_PRESETS)} or a .json path")
+    if not name.endswith(".json"):
+        check_choice("trainer.deepspeed", name, DS_PRESETS)
     config = json.loads(path.read_text())
     check_keys(config, str(path))
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig

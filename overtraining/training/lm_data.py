@@ -29,14 +29,3 @@ def fixed_batches(tokens: np.ndarray, num_batches: int, batch_size: int, seq_len
     starts = np.linspace(0, len(tokens) - seq_len, n).astype(np.int64)
     windows = torch.from_numpy(np.stack([tokens[s : s + seq_len] for s in starts]).astype(np.int64))
     return [{"input_ids": w, "labels": w} for w in windows.split(batch_size)]
-
-
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, batches: list[dict]) -> float:
-    """Mean next-token loss of ``model`` over ``batches`` (fp32 accumulate)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = sum(model(**{k: v.to(device) for k, v in b.items()}).loss.float().item() for b in batches)
-    model.train(was_training)
-    return total / len(batches)

@@ -52,14 +52,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from overtraining import runtime
-from overtraining.config import LRScheduleConfig, TrainerConfig
+from overtraining.config import LRScheduleConfig, TrainerConfig, with_seed
 from overtraining.data.chat import IGNORE_INDEX, collate
 from overtraining.data.sft_data import SFTData
 from overtraining.training import distributed
+from overtraining.training.losses import heldout_loss, token_loss
 from overtraining.training.schedules import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -116,30 +116,6 @@ def first_target_step(losses: list[float], target: float, beta: float) -> int | 
         if smoothed <= target:
             return step
     return None
-
-
-def token_loss(
-    model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor, sparse: bool
-) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL over the trained (unmasked) labels of a batch, and their count.
-
-    Args:
-        model: a causal LM (or a DeepSpeed engine / PeftModel around one).
-        inputs: ``input_ids`` (B, T) and ``attention_mask`` or ``position_ids`` (B, T).
-        labels: (B, T) token ids, ``IGNORE_INDEX`` where not trained.
-        sparse: project only the trained positions onto the vocabulary (``logits_to_keep``
-            as a boolean mask): the same loss, without the (B, T, V) logits of the prompts.
-    """
-    trained = labels[:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts token t+1
-    if sparse:
-        keep = F.pad(trained, (0, 1))  # (B, T)
-        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (N, V)
-        targets = labels[:, 1:][trained]  # (N,), the same row-major order
-    else:
-        logits = model(**inputs, use_cache=False).logits[:, :-1].flatten(0, 1)  # (B * (T-1), V)
-        targets = labels[:, 1:].flatten()
-    nll = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    return nll, int(trained.sum())
 
 
 def supports_sparse_logits(model: torch.nn.Module) -> bool:
@@ -298,19 +274,12 @@ def _forward_backward(ctx: _Context, micro_batches: list[dict]) -> tuple[float, 
     return distributed.all_sum([loss_sum], ctx.device)[0] / max(count, 1), int(tokens)
 
 
-@torch.no_grad()
 def _heldout_loss(ctx: _Context) -> float:
     """Mean NLL per assistant token over the held-out examples (each rank computes all of it)."""
-    module, examples, size = ctx.stepper.forward_module, ctx.data.heldout, ctx.cfg.batch_size
-    module.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(examples), size):
-        batch = collate(examples[i : i + size], ctx.pad_id)
-        with ctx.stepper.autocast():
-            nll, n = token_loss(module, _inputs(batch, ctx.device), batch["labels"].to(ctx.device), ctx.sparse_logits)
-        total, count = total + nll.item(), count + n
-    module.train()
-    return total / count if count else float("nan")
+    module = ctx.stepper.forward_module
+    return heldout_loss(
+        module, ctx.data.heldout, ctx.cfg.batch_size, ctx.pad_id, ctx.device, ctx.sparse_logits, ctx.stepper.autocast
+    )
 
 
 def _probe(ctx: _Context, step: int) -> dict:
@@ -418,6 +387,7 @@ def finetune(
         The outcome; its model is in eval mode (a ``PeftModel`` under LoRA unless
         ``merge_lora``). Divergence is reported in it, never raised.
     """
+    cfg = with_seed(cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)

@@ -24,7 +24,9 @@ class UniformLM(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(()))
         self.config = SimpleNamespace(use_cache=True)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SimpleNamespace:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, use_cache: bool = False
+    ) -> SimpleNamespace:
         return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab) + self.bias)  # (B, T, V)
 
 

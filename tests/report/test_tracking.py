@@ -170,7 +170,7 @@ def test_run_ids_are_deterministic_and_valid() -> None:
 
 
 def test_bad_mode_is_refused_with_the_options() -> None:
-    with pytest.raises(ValueError, match="logger.mode='ofline' is not one of"):
+    with pytest.raises(ValueError, match="unknown logger.mode 'ofline' \(did you mean 'offline'\?\)"):
         LoggerConfig(mode="ofline")
 
 
