@@ -466,14 +466,16 @@ def _text(name: str, ckpt: ResolvedCheckpoint, corpus: Corpus, cache_dir: str) -
 
 
 def pretrain_schedule(ckpt: ResolvedCheckpoint) -> str:
-    """The schedule a local checkpoint was pretrained with (``constant+cooldown`` for branches)."""
+    """The schedule a local checkpoint was pretrained with: ``constant``, ``constant+cooldown`` for
+    annealed branches, ``constant+sam`` / ``constant+sam+cooldown`` when pretrained with SAM."""
     meta = Path(ckpt.source) / "checkpoint.json"
     if not ckpt.local or not meta.exists():
         return "hub"
     import json
 
     m = json.loads(meta.read_text())
-    return m["schedule"] + ("+cooldown" if m.get("branch") == "cooldown" else "")
+    sam = "+sam" if m.get("optimizer") == "sam" else ""
+    return m["schedule"] + sam + ("+cooldown" if m.get("branch") == "cooldown" else "")
 
 
 def skip_done(run_dir: Path, cid: str, cfg: CellConfig) -> bool:

@@ -110,8 +110,11 @@ SPLITS = ("train", "id_heldout", "ood_prose", "ood_tests")
 EMBEDDED_TASKS = ("embedded_prose_cloze", "embedded_code_mc", "embedded_prose_ppl")
 SUITES = ("embedded", "standard", "none")
 HUB_TEXTS = ("wikitext2", "c4")
-ESTIMATORS = ("perturbation", "kl", "hessian_top", "hessian_trace")
+ESTIMATORS = ("perturbation", "kl", "hessian_top", "hessian_trace", "quantization")
 PERTURB_MODES = ("std", "norm")
+QUANT_METHODS = ("rtn", "gptq")  # overtraining/geometry/quantization.py
+QUANT_BITS = (2, 3, 4, 5, 6, 7, 8)  # weight bit widths of the quantization probe
+OPTIMIZERS = ("adamw", "sam")  # pretraining optimizers (overtraining/pretrain.py)
 METHODS = ("full", "lora")
 DS_PRESETS = ("zero0", "zero2", "zero3")
 LOGGER_KINDS = ("wandb", "none")
@@ -437,6 +440,11 @@ class GeometryConfig:
         landscape_alphas: interpolation coefficients base -> fine-tuned.
         landscape_2d_points: grid points per axis of a 2D slice around the base (0 = off).
         landscape_2d_span: the 2D grid spans [-span, span] in filter-normalised units.
+        quant_bits: weight bit widths of the ``quantization`` probe (``quant/bits=B/...``).
+        quant_group_size: weights per quantization group along a row's input dimension
+            (one scale per group); 0 = one group per output row (per channel).
+        quant_method: rtn (round to nearest, CPU) | gptq (GPU only; see
+            overtraining/geometry/quantization.py).
         seed: seed of every noise draw, probe and direction; None: the cell's ``seed`` (0
             outside a cell).
         on_finetuned: the cell also runs ``measure_checkpoint`` on the fine-tuned model.
@@ -446,7 +454,7 @@ class GeometryConfig:
             and local checkpoints, wikitext2 for Hub checkpoints).
     """
 
-    estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl"])
+    estimators: list[str] = field(default_factory=lambda: ["perturbation", "kl", "quantization"])
     num_batches: int = 4
     batch_size: int = 8
     seq_len: int = 128
@@ -464,6 +472,9 @@ class GeometryConfig:
     landscape_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     landscape_2d_points: int = 0
     landscape_2d_span: float = 1.0
+    quant_bits: list[int] = field(default_factory=lambda: [8, 4, 3])
+    quant_group_size: int = 64
+    quant_method: str = "rtn"
     seed: int | None = None
     on_finetuned: bool = False
     text: str = "auto"
@@ -482,6 +493,12 @@ class GeometryConfig:
             check_range("sharpness.perturb_gammas entry", gamma, 0, lo_open=True, example="[0.05,0.1]")
         check_range("sharpness.landscape_2d_points", self.landscape_2d_points, 0, example=11)
         check_range("sharpness.landscape_2d_span", self.landscape_2d_span, 0, lo_open=True, example=1.0)
+        for bits in self.quant_bits:
+            check_range("sharpness.quant_bits entry", bits, min(QUANT_BITS), max(QUANT_BITS), example="[8,4,3]")
+        if "quantization" in self.estimators and not self.quant_bits:
+            raise ConfigError("sharpness.quant_bits is empty: pass e.g. sharpness.quant_bits=[8,4,3]")
+        check_range("sharpness.quant_group_size", self.quant_group_size, 0, example=64)
+        check_choice("sharpness.quant_method", self.quant_method, QUANT_METHODS)
 
 
 @dataclass
@@ -533,6 +550,8 @@ class PretrainConfig:
     state_every: int = 200
     stop_after_steps: int = 0  # > 0: stop there, as a preempted job would (tests, debugging)
     sharpness_estimators: list[str] = field(default_factory=list)  # e.g. [kl]: probe every checkpoint
+    optimizer: str = "adamw"  # adamw | sam (sharpness-aware minimization around AdamW; Foret et al. 2021)
+    sam_rho: float = 0.05  # SAM's ascent radius: the gradient is taken at theta + rho * g / ||g||
 
     def __post_init__(self) -> None:
         check_range("pretrain.lr", self.lr, 0, lo_open=True, example="3e-3")
@@ -541,6 +560,8 @@ class PretrainConfig:
         check_range("pretrain.cooldown_ratio", self.cooldown_ratio, 0, 1, example=0.1)
         check_range("pretrain.weight_decay", self.weight_decay, 0, example=0.0)
         check_range("pretrain.stop_after_steps", self.stop_after_steps, 0, example=0)
+        check_choice("pretrain.optimizer", self.optimizer, OPTIMIZERS)
+        check_range("pretrain.sam_rho", self.sam_rho, 0, 1, lo_open=True, example=0.05)
         if not self.budgets:
             raise ConfigError("pretrain.budgets is empty: pass e.g. pretrain.budgets='[1M,2M]'")
         for b in [*self.budgets, *([self.horizon] if self.horizon else [])]:
@@ -549,7 +570,10 @@ class PretrainConfig:
             check_choice("pretrain.sharpness_estimators entry", name, ESTIMATORS)
 
     def resolved_out_dir(self) -> Path:
-        return Path(self.out_dir) if self.out_dir else Path(self.cache_dir) / "trajectories" / "embedded"
+        """``out_dir``, else ``<cache_dir>/trajectories/embedded`` (``embedded-sam`` for SAM pretraining)."""
+        if self.out_dir:
+            return Path(self.out_dir)
+        return Path(self.cache_dir) / "trajectories" / ("embedded" if self.optimizer == "adamw" else "embedded-sam")
 
     def validate(self) -> None:
         """Checks what needs the file system: a local corpus file must exist."""

@@ -14,6 +14,12 @@ tokens (on the batches the main run sees next) with the LR decaying linearly fro
 current value to 0 -- this removes the "intermediate checkpoints never finished their LR
 decay" confound. The schedule's horizon is the largest budget (or ``horizon``).
 
+``optimizer=sam`` pretrains with sharpness-aware minimization (Foret et al. 2021) around
+AdamW, as Watts et al. (ICML 2026) do to make the model less sensitive to later weight
+changes; see ``sam_step``. It costs two forward/backward passes per step. A SAM trajectory
+lives in its own directory (``trajectories/embedded-sam`` by default) and its recipe, which
+names the optimizer and rho, refuses to continue an AdamW one.
+
 Resumable: the model/optimizer/scheduler state is written atomically to ``_state/`` every
 ``state_every`` steps and at every checkpoint; rerunning the command continues from it
 (batches are a pure function of (seed, step), so the continuation is exact). Finished
@@ -50,11 +56,72 @@ log = logging.getLogger(__name__)
 
 
 def recipe(cfg: PretrainConfig) -> dict:
-    """The part of the config that determines the trajectory's weights."""
+    """The part of the config that determines the trajectory's weights.
+
+    AdamW recipes leave out ``optimizer`` and ``sam_rho`` (rho does not affect AdamW, and
+    trajectories written before SAM existed keep matching); a SAM recipe names both, so it
+    never matches an AdamW trajectory's ``recipe.json``.
+    """
     d = asdict(cfg)
     for k in ("out_dir", "cache_dir", "state_every", "stop_after_steps", "sharpness_estimators", "eval_batches"):
         d.pop(k)
+    if cfg.optimizer == "adamw":
+        d.pop("optimizer"), d.pop("sam_rho")
     return d
+
+
+def sam_step(params: list[torch.nn.Parameter], loss_fn, opt: torch.optim.Optimizer, rho: float, max_grad_norm: float):
+    """One SAM step (Foret et al. 2021); returns the loss at theta (before the step).
+
+    1. g = grad L(theta);
+    2. ascend: theta_adv = theta + rho * g / ||g||  (||g|| over all parameters);
+    3. g_adv = grad L(theta_adv);
+    4. restore theta exactly (from a copy), clip g_adv to ``max_grad_norm`` (0 = no clipping)
+       and let ``opt`` (AdamW here) step with g_adv from theta.
+
+    Args:
+        params: the parameters ``opt`` updates.
+        loss_fn: () -> scalar loss at the current parameters (the same batch both times).
+        opt: the base optimizer.
+        rho: the ascent radius (``pretrain.sam_rho``).
+        max_grad_norm: global gradient-norm clip of g_adv.
+    """
+    loss = loss_fn()
+    loss.backward()
+    with torch.no_grad():
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        saved = [p.detach().clone() for p in params]
+        scale = rho / (norm + 1e-12)
+        for p in params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=float(scale))
+    opt.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    with torch.no_grad():
+        for p, s in zip(params, saved, strict=True):
+            p.copy_(s)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def train_step(model, opt: torch.optim.Optimizer, x: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """One optimizer step on batch ``x`` (AdamW, or SAM around it); returns the loss at theta."""
+
+    def loss_fn():
+        return model(input_ids=x, labels=x).loss
+
+    if cfg.optimizer == "sam":
+        return sam_step(list(model.parameters()), loss_fn, opt, cfg.sam_rho, cfg.max_grad_norm)
+    loss = loss_fn()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def load_corpus(cfg: CorpusConfig, cache_dir: str) -> Corpus:
@@ -121,10 +188,7 @@ def _cooldown(model, opt, tokens: np.ndarray, cfg: PretrainConfig, start_step: i
         for g in bopt.param_groups:
             g["lr"] = lr0 * (1 - i / steps)
         x = lm_batch(tokens, start_step + i, cfg.batch_size, cfg.seq_len, cfg.seed)
-        branch(input_ids=x, labels=x).loss.backward()
-        torch.nn.utils.clip_grad_norm_(branch.parameters(), cfg.max_grad_norm)
-        bopt.step()
-        bopt.zero_grad(set_to_none=True)
+        train_step(branch, bopt, x, cfg)
     return branch
 
 
@@ -190,11 +254,9 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
     t0, pbar = time.time(), tqdm(total=last, initial=step, desc=f"pretrain {out.name}", unit="step")
     while step < last:
         x = lm_batch(tokens, step, cfg.batch_size, cfg.seq_len, cfg.seed)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         lr = opt.param_groups[0]["lr"]
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+        loss = train_step(model, opt, x, cfg)
+        sched.step()
         step += 1
         history.append({"step": step, "loss": loss.item(), "lr": lr})
         pbar.update(1)
@@ -208,6 +270,8 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
                 "lr_at_save": lr,
                 "peak_lr": cfg.lr,
                 "schedule": cfg.lr_schedule.name,
+                "optimizer": cfg.optimizer,
+                **({"sam_rho": cfg.sam_rho} if cfg.optimizer == "sam" else {}),
                 "branch": "main",
                 "recipe": recipe(cfg),
                 "provenance": provenance(),

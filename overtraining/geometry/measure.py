@@ -1,6 +1,6 @@
 """Config of the ``sharpness`` Hydra group and the two entry points the pipeline calls.
 
-    python -m overtraining.run sharpness=default   # perturbation + KL proxy (cheap)
+    python -m overtraining.run sharpness=default   # perturbation + KL proxy + int8/4/3 RTN (cheap)
     python -m overtraining.run sharpness=full      # + top Hessian eigenvalue and trace
     python -m overtraining.run sharpness=none      # no geometry probes
 
@@ -33,6 +33,7 @@ from overtraining.config import GeometryConfig, with_seed
 from overtraining.geometry.drift import drift_by_layer
 from overtraining.geometry.landscape import interpolation_losses, random_slice
 from overtraining.geometry.perturbation import Batch, perturbation_sensitivity
+from overtraining.geometry.quantization import quantization_sensitivity
 from overtraining.geometry.sharpness import hutchinson_trace, kl_sharpness, lanczos_top_eigenvalue, model_hvp
 
 
@@ -72,7 +73,10 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
         ``perturb/gamma=G/{loss,delta_loss,ppl,delta_ppl}_{mean,std}``, ``sharpness/kl``,
         ``sharpness/hessian_top``, ``sharpness/hessian_top_hvps``,
         ``sharpness/hessian_top_converged``, ``sharpness/hessian_trace``,
-        ``sharpness/hessian_trace_se`` (only those of the selected estimators).
+        ``sharpness/hessian_trace_se``, ``quant/base_loss``, ``quant/weight_fraction``,
+        ``quant/bits=B/{loss,delta_loss,weight_rel_error}`` (only those of the selected
+        estimators). Quantization runs on the fp32 model (a copy for bf16 models) and restores
+        its weights bit for bit.
     """
     cfg = with_seed(cfg)
     metrics: dict[str, float] = {}
@@ -88,6 +92,9 @@ def measure_checkpoint(model: nn.Module, batches: Sequence[Batch], cfg: Geometry
         )
     if {"hessian_top", "hessian_trace"} & set(cfg.estimators):
         metrics.update(_hessian_metrics(model, batches, cfg))
+    if "quantization" in cfg.estimators:
+        result = quantization_sensitivity(model, batches, cfg.quant_bits, cfg.quant_group_size, cfg.quant_method)
+        metrics.update(result.metrics())
     return metrics
 
 

@@ -29,6 +29,7 @@ from overtraining.report.labels import (
     pick_metric,
 )
 from overtraining.report.mitigations import baseline_cells, mitigation_report, several
+from overtraining.report.quantization import quantization_findings, quantization_vs_tokens
 from overtraining.report.seeds import aggregate, seeds_text
 from overtraining.report.table import (
     curve_frame,
@@ -140,6 +141,15 @@ def draw_figures(
             "Progressive sensitivity is growth with tokens.",
         ),
         (
+            lambda: quantization_vs_tokens(df, out),
+            "Sensitivity to weight quantization",
+            "Loss rise of the base model when every linear weight is rounded to b bits (symmetric round-to-nearest, "
+            "one scale max|w| / (2^(b-1) - 1) per group; left) beside the loss rise under Gaussian noise (right), "
+            "per pretraining branch. Quantization is deterministic: one value per checkpoint unless seeds change "
+            "the weights (Kumar et al. 2024: the rise grows with tokens; Catalan-Tatjer et al. 2025: it jumps "
+            "when the LR decays).",
+        ),
+        (
             lambda: F.sharpness_vs_tokens(df, out),
             "Sharpness through pretraining",
             "KL(p_theta || p_theta+eps) proxy and Hessian estimates of the base model, per pretraining branch "
@@ -189,8 +199,9 @@ def draw_figures(
 def all_findings(
     df: pd.DataFrame, metric: str | None, id_col: str | None, n_boot: int = N_BOOT, seed: int = 0
 ) -> list[Finding]:
-    """Every finding in reading order: effects, equal-loss comparisons, the ID-optimal LR's edge, optima."""
-    out = effect_findings(df, metric)
+    """Every finding in reading order: effects, quantization, equal-loss comparisons, the ID-optimal LR's
+    edge, optima."""
+    out = effect_findings(df, metric) + quantization_findings(df)
     if metric:
         out += equal_loss_findings(df, metric)
     if id_col and id_col in df.columns:

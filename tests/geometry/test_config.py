@@ -17,8 +17,12 @@ def test_every_sharpness_option_composes_into_a_valid_config(option):
     typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GeometryConfig), cfg.sharpness))
     assert isinstance(typed, GeometryConfig)
     assert typed.kl_sigma == 1e-5
-    expected = {"default": ["perturbation", "kl"], "full": ["perturbation", "kl", "hessian_top", "hessian_trace"]}
+    expected = {
+        "default": ["perturbation", "kl", "quantization"],
+        "full": ["perturbation", "kl", "hessian_top", "hessian_trace", "quantization"],
+    }
     assert typed.estimators == expected.get(option, [])
+    assert typed.quant_bits == [8, 4, 3] and typed.quant_group_size == 64
 
 
 def test_every_yaml_opens_with_its_command():
