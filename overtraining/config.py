@@ -593,7 +593,7 @@ class MitigationConfig:
             tokens that are pretraining-like text (0 <= f < 1); l2: lambda of
             lambda * ||theta - theta_base||^2; ewc: lambda of
             lambda * sum_i F_i (theta_i - theta_base,i)^2; sam: the ascent radius rho.
-            none and wise take no strength (0).
+            none and wise take no strength (a given one is set to 0).
         alphas: wise only: the interpolation grid theta_base + alpha (theta_ft - theta_base),
             each alpha evaluated with the cell's eval group.
         fisher_batches: ewc only: batches of pretraining-like text the diagonal Fisher averages.
@@ -627,11 +627,10 @@ class MitigationConfig:
         check_range("mitigation.seq_len", self.seq_len, 2, example=128)
         for alpha in self.alphas:
             check_range("mitigation.alphas entry", alpha, 0, 1, example="[0,0.5,1]")
-        if self.name in ("none", "wise") and self.strength != 0:
-            raise ConfigError(
-                f"mitigation.strength={self.strength} means nothing for mitigation={self.name}: "
-                f"drop it (sweep strengths per mitigation, e.g. -m mitigation=l2 mitigation.strength=0.01,0.1)"
-            )
+        if self.name in ("none", "wise"):
+            # no knob: a strength swept across mitigations (-m mitigation=none,l2 mitigation.strength=0.1)
+            # is ignored here, so the plain-SFT baseline runs in the same sweep
+            self.strength = 0.0
         if self.name == "replay":
             check_range("mitigation.strength", self.strength, 0, 0.99, example=0.05)
         elif self.name in ("l2", "ewc", "sam"):

@@ -91,7 +91,6 @@ BATTERY: list[tuple[list[str], str]] = [
     (["mitigation=ewc", "trainer=deepspeed_zero3"], "ZeRO-3"),
     (["mitigation=sam", "trainer=deepspeed_zero2"], "mitigation=sam"),
     (["mitigation=replay", "mitigation.strength=1"], "mitigation.strength"),
-    (["mitigation=none", "mitigation.strength=0.1"], "mitigation.strength"),
     (["mitigation=wise", "mitigation.alphas=[0,1.5]"], "mitigation.alphas"),
 ]
 

@@ -202,3 +202,12 @@ def test_sam_with_lora_moves_only_the_adapters(tmp_path):
     for name, p in before.items():  # SAM's ascent is undone exactly; frozen weights never move
         lora_name = name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
         assert torch.equal(base.get(name, base.get(lora_name)), p), name
+
+
+def test_a_strength_swept_across_mitigations_leaves_none_at_zero():
+    """``-m mitigation=none,l2 mitigation.strength=0.1``: the baseline still runs, without a knob."""
+    from overtraining.config import MitigationConfig
+
+    assert MitigationConfig(name="none", strength=0.1).strength == 0.0
+    assert MitigationConfig(name="none", strength=0.1).label == "none"
+    assert MitigationConfig(name="l2", strength=0.1).label == "l2 0.1"
