@@ -204,3 +204,36 @@ def test_the_2d_landscape_is_kept_in_the_record(cache, tmp_path):
     grid = record.curves["landscape2d"][0]
     assert len(grid["coords"]) == 3 and len(grid["losses"]) == 3 and len(grid["losses"][0]) == 3
     assert all(math.isfinite(v) for row in grid["losses"] for v in row)
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoint(tmp_path_factory) -> Path:
+    """A local checkpoint of another architecture (GPT-2: Conv1D layers, c_attn/c_fc names),
+    saved with ``save_pretrained`` like any user's own model, over the byte tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from overtraining.data.tokenizer import VOCAB_SIZE, byte_tokenizer
+
+    path = tmp_path_factory.mktemp("gpt2") / "ckpt"
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB_SIZE, n_positions=256, n_embd=32, n_layer=2, n_head=4, bos_token_id=256)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_gpt2_style_local_checkpoint_runs_unchanged(cache, gpt2_checkpoint, tmp_path, method):
+    cfg = tiny_cfg(
+        cache,
+        checkpoint=CheckpointConfig(family="local", path=str(gpt2_checkpoint), tokens=1000),
+        trainer=TrainerConfig(method=method, max_steps=3, batch_size=4, lora_r=4),
+        lr=1e-2,
+    )
+    record = cell.run_cell(cfg, tmp_path)
+    assert record.status == "completed" and record.tokens == 1000
+    m = record.metrics
+    assert m["update/norm"] > 0 and math.isfinite(m["drift/cka_mean"])
+    assert math.isfinite(m["forget/ppl/ood_prose/loss"])
+    if method == "lora":  # all-linear adapts GPT-2's Conv1D layers; embeddings stay put
+        assert m["update/layer=embed/norm"] == 0.0 and m["update/layer=0/norm"] > 0
