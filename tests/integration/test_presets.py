@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,14 @@ SFT_SMALL = ["trainer.max_steps=6", "trainer.probe_every=3", "trainer.epochs=0",
 
 
 @pytest.mark.parametrize("preset", EMBEDDED)
-def test_embedded_preset(preset, tmp_path_factory):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache for every preset: the tiny trajectories and base evaluations they share are
+    computed once (presets with their own recipe write their own trajectory dirs)."""
+    return tmp_path_factory.mktemp("presets-cache")
+
+
+def test_embedded_preset(preset, tmp_path_factory, shared_cache):
     work = tmp_path_factory.mktemp(preset)
     probe_only = preset in ("springer_perturbation_embedded", "rofin_sharpness_pretraining", "quantization_embedded")
     args = [f"+experiment={preset}", *SMALL, *([] if probe_only else SFT_SMALL), "sharpness.eig_max_iter=5"]
@@ -47,7 +55,7 @@ def test_embedded_preset(preset, tmp_path_factory):
         args += ["mitigation=none,wise", "seed=0"]
     if preset == "springer_controlled_embedded":  # fully decayed budgets only
         args.append("checkpoint=embedded/tokens_250K-cooldown")
-    out = run_cell("-m", *args, cwd=work, cache=work / "cache", timeout=600)
+    out = run_cell("-m", *args, cwd=work, cache=shared_cache, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     records = load_records(work / "multirun")
     # rofin: 3 schedules x main/cooldown; quantization: 2 schedules; sam: 2 optimizers; mitigations: 2
