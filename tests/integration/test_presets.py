@@ -37,7 +37,6 @@ SMALL = [
 SFT_SMALL = ["trainer.max_steps=6", "trainer.probe_every=3", "trainer.epochs=0", "trainer.target_loss=null"]
 
 
-@pytest.mark.parametrize("preset", EMBEDDED)
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory) -> Path:
     """One cache for every preset: the tiny trajectories and base evaluations they share are
@@ -45,6 +44,7 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("presets-cache")
 
 
+@pytest.mark.parametrize("preset", EMBEDDED)
 def test_embedded_preset(preset, tmp_path_factory, shared_cache):
     work = tmp_path_factory.mktemp(preset)
     probe_only = preset in ("springer_perturbation_embedded", "rofin_sharpness_pretraining", "quantization_embedded")
