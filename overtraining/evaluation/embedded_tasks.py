@@ -9,9 +9,9 @@ module writes deterministically (fixed seeds, fixed order) into ``<cache_dir>/ev
   words; ``continuation``, the true half vs the second halves of the three nearest other
   sentences (same paragraph first) of similar length.
 * ``embedded_code_mc`` (multiple_choice, OOD code): four lines of the stdlib test suite;
-  choices are the true next line, one version of it with its names (identifiers, numbers)
-  permuted over the same punctuation skeleton, and two of the lines that follow it at the
-  same indentation. Skipped where the corpus has no ``ood_tests`` (Debian ships the stdlib
+  choices are the true next line, two versions of it with its names (identifiers,
+  numbers) permuted over the same punctuation skeleton, and the nearest line that follows
+  it at the same indentation. Skipped where the corpus has no ``ood_tests`` (Debian ships the stdlib
   test suite in a separate package).
 * ``embedded_prose_ppl`` (loglikelihood_rolling): prose paragraphs of the reference topics;
   lm-eval reports word/byte perplexity and bits per byte.
@@ -30,12 +30,13 @@ single adjacent-word swaps; 0.95 on code name permutations). Nearby text of the 
 document tests meaning, which a real LM half masters and tiny models do not. Prose
 alternates the two kinds by doc (a tiny model is at chance on continuations, so mixing
 them inside a doc would put it at chance); code mixes them inside each doc, where tiny
-models still beat chance. Measured on 60 docs per design (acc; chance 0.25; tiny = the
-default 385K-parameter byte model after 2M tokens): prose order 0.48 (tiny) / 1.00
-(SmolLM2), prose continuation 0.27 / 0.65; code with one permutation and two following
-lines 0.40 / 0.53, against 0.72 / 0.95 with three permutations. The nearby choices differ
-in length, so ``acc`` (summed log-likelihood) and ``acc_norm`` (per byte) differ there;
-continuation halves are kept within 2/3 to 3/2 of the true half's length.
+models still beat chance. Measured (acc; chance 0.25; tiny = the default 385K-parameter
+byte model after 2M tokens; SmolLM2 on 60 docs per design): prose order 0.48 (tiny) / 1.00
+(SmolLM2), prose continuation 0.27 / 0.65; code with two permutations and one following
+line 0.41 (200 docs) / 0.63, with one permutation and two following lines 0.34 / 0.53,
+with three permutations (version 1) 0.72 / 0.95. The nearby choices differ in length, so
+``acc`` (summed log-likelihood) and ``acc_norm`` (per byte) differ there; continuation
+halves are kept within 2/3 to 3/2 of the true half's length.
 
 A file's name carries ``TASKS_VERSION`` and the SHA-256 of its source split, so a change of
 generator or corpus (another Python version) gives a new file, never a stale one.
@@ -179,8 +180,8 @@ def _indent(line: str) -> int:
 
 
 def code_mc_docs(text: str, n: int, seed: int = 0) -> list[dict]:
-    """Next-line docs: four lines of code; the next line vs a shuffle of its names and two
-    of the lines that follow it at its indentation (module docstring)."""
+    """Next-line docs: four lines of code; the next line vs two shuffles of its names and the
+    nearest line that follows it at its indentation (module docstring)."""
     rng = random.Random(f"embedded_code_mc-{seed}")
     lines = text.splitlines()
     k = _CODE_CONTEXT_LINES
@@ -196,11 +197,11 @@ def code_mc_docs(text: str, n: int, seed: int = 0) -> list[dict]:
         def render(names: list[str]) -> str:
             return "".join(part + name for part, name in zip(skeleton, names + [""], strict=True))
 
-        shuffled = _reorders(_NAME.findall(lines[i]), render, rng, count=1)
+        shuffled = _reorders(_NAME.findall(lines[i]), render, rng, count=2)
         indent = _indent(lines[i])
         after = [ln for ln in lines[i + 1 : i + 1 + _CODE_FOLLOWING_LINES] if _indent(ln) == indent]
-        following = _nearest(lines[i], [ln for ln in after if _is_code_target(ln)], 2)
-        if shuffled is None or following is None or shuffled[0] in following:
+        following = _nearest(lines[i], [ln for ln in after if _is_code_target(ln)], 1)
+        if shuffled is None or following is None or following[0] in shuffled:
             return None
         return _mc_doc("\n".join(lines[i - k : i]) + "\n", lines[i], shuffled + following, rng)
 
