@@ -59,7 +59,7 @@ def stdlib_bytes(n: int) -> torch.Tensor:
 
 def stdlib_tokens(n: int, tokenizer) -> torch.Tensor:
     """The first ``n`` tokens of the same source, tokenized by a checkpoint's tokenizer."""
-    text = stdlib_bytes(8 * n).numpy().tobytes().decode("utf-8", errors="replace")
+    text = bytes(stdlib_bytes(8 * n).tolist()).decode("utf-8", errors="replace")
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
     return torch.tensor(ids, dtype=torch.long)
 
