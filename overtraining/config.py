@@ -350,7 +350,8 @@ class EvalConfig:
             ``loglikelihood_rolling`` perplexities depend on it.
         ppl_splits: embedded-corpus splits whose perplexity is measured (``ppl/<split>/*``).
         ppl_hub: Hub texts for perplexity, wikitext2 | c4 (real runs; need the internet).
-        ppl_max_tokens: tokens of each text scored (the first ones, deterministic).
+        ppl_max_tokens: tokens of each text scored (the first ones, deterministic); also
+            caps the probe text scored along SFT (at most 8192 tokens).
         ppl_seq_len: window length of the non-overlapping perplexity windows.
         id_max_examples: held-out SFT examples for ``id/loss`` and ``id/accuracy``
             (the first ones); 0 disables the ID metrics.

@@ -271,3 +271,18 @@ def test_no_seed_no_cache_names_the_listing_command(offline, monkeypatch):
     fix = r"allenai/OLMo-2-1124-7B.*overtraining.checkpoints olmo-2-7b --online"
     with pytest.raises(UnknownCheckpointError, match=fix):
         check_option("olmo-2-7b/step928646")
+
+
+def test_materialize_refuses_an_unknown_name_in_one_line(capsys):
+    from overtraining.checkpoints import main
+
+    assert main(["materialize", "smollm3"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown real model 'smollm3': choose smollm2-135m"
+
+
+def test_materialize_leaves_a_finished_directory_alone(tmp_path):
+    from overtraining.real_models import materialize
+
+    (tmp_path / "checkpoint.json").write_text('{"tokens": 1}')
+    assert materialize("smollm2-135m", tmp_path) == tmp_path  # no GGUF read, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json"]
