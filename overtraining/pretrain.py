@@ -248,7 +248,6 @@ def _train(cfg: PretrainConfig, out: Path, until: str = "") -> list[Path]:
         model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         step, history = st["step"], st["history"]
         log.info("resumed pretraining from step %d (%s)", step, state_path)
-        print(f"resumed pretraining from step {step}")
     last = todo[until] if until in todo else max(todo.values())
     model.train()
     t0, pbar = time.time(), tqdm(total=last, initial=step, desc=f"pretrain {out.name}", unit="step")

@@ -196,6 +196,17 @@ def draw_figures(
     return figs
 
 
+def cannot_rank_lrs(df: pd.DataFrame, col: str) -> bool:
+    """True when ``col`` (mean over seeds) ties across the LRs at half of the budgets or more."""
+    if len(df) < 2 or df[col].nunique() <= 1:
+        return len(df) > 1
+    means = df.groupby(["tokens", "lr"])[col].mean().reset_index()
+    per_budget = means.groupby("tokens")
+    ties = sum(g[col].nunique() <= 1 for _, g in per_budget if len(g) > 1)
+    ranked = sum(len(g) > 1 for _, g in per_budget)
+    return ranked > 0 and ties * 2 >= ranked
+
+
 def all_findings(
     df: pd.DataFrame, metric: str | None, id_col: str | None, n_boot: int = N_BOOT, seed: int = 0
 ) -> list[Finding]:
@@ -250,8 +261,9 @@ def build_report(
     out = Path(out) if out else (first.parent if first.is_file() else first) / "report"
     df = records_to_frame(records)
     good = usable(df)
-    # an ID metric with one value in every cell (a tiny model's exact match of 0) cannot rank LRs
-    constant = [c[3:] for c in good.columns if c.startswith("ft/id/") and len(good) > 1 and good[c].nunique() <= 1]
+    # an ID metric that ties across LRs at most budgets (a tiny model's exact match of 0, with
+    # the odd lucky 1/16) cannot rank LRs: the next ID metric (the ID loss) does
+    constant = [c[3:] for c in good.columns if c.startswith("ft/id/") and cannot_rank_lrs(good, c)]
     try:
         m = pick_metric(df.columns, metric, OOD_PREFERENCE)
         id_m = pick_metric(df.columns, id_metric, ID_PREFERENCE, skip=constant)
