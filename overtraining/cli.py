@@ -313,10 +313,12 @@ def hydra_pretrain_main(task) -> None:  # task: Callable[[PretrainConfig], list[
 
 
 class _ConsoleFilter:
-    """Lets through the project's own log lines and anyone's errors; the rest goes to the log file."""
+    """Lets through the project's own log lines, the launchers' (Hydra's sweep lines, submitit's
+    requeue messages in Slurm logs) and anyone's errors; the rest goes to the log file."""
 
     def filter(self, record) -> bool:  # a logging.LogRecord
-        return record.name.startswith(("overtraining", "__main__")) or record.levelno >= 40
+        ours = record.name.startswith(("overtraining", "__main__", "hydra", "HYDRA", "submitit"))
+        return ours or record.levelno >= 40
 
 
 def quiet_libraries(run_dir: Path | None = None) -> None:

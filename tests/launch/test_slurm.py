@@ -76,7 +76,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_preempted_cell_is_requeued_and_resumes_its_sft(slurm_cluster, tmp_path: Path, tiny_cache: Path) -> None:
     """USR2 (what Slurm sends before a timeout or preemption) -> checkpoint() -> requeue -> SFT resumes."""
-    name, steps, every = f"ot-requeue-{os.getpid()}", 300, 20
+    name, steps, every = f"ot-requeue-{os.getpid()}", 600, 20  # still running at the signal
     cmd = [
         sys.executable,
         "-m",
