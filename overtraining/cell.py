@@ -70,6 +70,7 @@ class Setup:
     probe_text: str
     device: torch.device
     dtype: torch.dtype
+    weights: str  # ``weights_identity`` of the checkpoint: hashed once, keys every cache
 
 
 def run_cell(cfg: CellConfig, run_dir: Path, group: str = "single") -> CellRecord | None:
@@ -155,7 +156,7 @@ def prepare(cfg: CellConfig, ckpt: ResolvedCheckpoint) -> Setup:
     geo_text = _text(cfg.sharpness.text, ckpt, corpus, cfg.cache_dir)
     probe_text = _text(cfg.eval.probe_text, ckpt, corpus, cfg.cache_dir)[:PROBE_CHARS]
     batches = geometry_batches(tokenizer, geo_text, cfg.sharpness)
-    return Setup(ckpt, tokenizer, model, data, corpus, batches, probe_text, device, dtype)
+    return Setup(ckpt, tokenizer, model, data, corpus, batches, probe_text, device, dtype, weights_identity(ckpt))
 
 
 def measure_base(cfg: CellConfig, setup: Setup, record: CellRecord) -> dict:
@@ -173,14 +174,9 @@ def measure_base(cfg: CellConfig, setup: Setup, record: CellRecord) -> dict:
     geometry, hit_geo = cache.get_or_compute(
         key["geometry"], lambda: measure_checkpoint(setup.model, setup.geo_batches, cfg.sharpness)
     )
-    hits = {(True, True): "cache hit", (False, False): "computed"}.get(
-        (hit_eval, hit_geo),
-        "evaluation "
-        + ("cache hit" if hit_eval else "computed")
-        + ", geometry "
-        + ("cache hit" if hit_geo else "computed"),
-    )
-    record.notes.append(f"base evaluation: {hits}")
+    said = {True: "cache hit", False: "computed"}
+    both = said[hit_eval] if hit_eval == hit_geo else f"evaluation {said[hit_eval]}, geometry {said[hit_geo]}"
+    record.notes.append(f"base evaluation: {both}")
     return evaluation | geometry
 
 
@@ -205,7 +201,7 @@ def build_mitigation(cfg: CellConfig, setup: Setup, record: CellRecord) -> mit.S
         return mit.diagonal_fisher(setup.model, batches, m.fisher_normalize)
 
     key = {
-        "weights": weights_identity(setup.ckpt),
+        "weights": setup.weights,
         "text": hashlib.sha256(tokens.tobytes()).hexdigest(),
         "settings": [m.fisher_batches, m.batch_size, m.seq_len, m.fisher_normalize],
         "dtype": str(setup.dtype),
@@ -370,7 +366,7 @@ def base_cache_key(cfg: CellConfig, setup: Setup) -> dict[str, dict]:
     """
     d = setup.data
     common = {
-        "weights": weights_identity(setup.ckpt),
+        "weights": setup.weights,
         "tokens": setup.ckpt.tokens,
         "dtype": str(setup.dtype),
         "device": setup.device.type,
@@ -402,7 +398,7 @@ def corpus_identity(corpus: Corpus) -> str:
 def sft_identity(cfg: CellConfig, setup: Setup) -> dict:
     """What an SFT resume state must match: the weights it started from, the data, the seed."""
     return {
-        "weights": weights_identity(setup.ckpt),
+        "weights": setup.weights,
         "data": content_hash([ex["input_ids"] for ex in setup.data.train]),
         "seed": cfg.trainer.seed,
         "mitigation": asdict(cfg.mitigation),

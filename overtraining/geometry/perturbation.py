@@ -124,9 +124,7 @@ def target_count(batch: Batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())  # labels are shifted inside the model
 
 
-def evaluate_loss(model: nn.Module, batches: Sequence[Batch]) -> float:
-    """Token-weighted mean next-token loss (nats) over ``batches``, in eval mode (``losses.lm_loss``)."""
-    return lm_loss(model, batches)
+evaluate_loss = lm_loss  # token-weighted mean next-token loss over fixed batches, in eval mode
 
 
 def noise_scale(param: Tensor, mode: str) -> float:
